@@ -1,0 +1,63 @@
+"""The result record: one versioned JSON document per (cell, agent), with full provenance.
+
+Per-repetition samples are kept, never only means: the statistics need them.
+"""
+from __future__ import annotations
+
+import statistics
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+Status = Literal["ok", "build_failed", "run_failed", "timeout", "parse_error", "skipped", "canceled", "lost"]
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Metric(BaseModel):
+    """One measured quantity of a cell, e.g. pp tokens/s, with every repetition's value."""
+    test: str                     # the tool's label, e.g. "pp64", "tg16", "sweep pp@n_kv=0"
+    unit: str = "t/s"
+    samples: list[float]
+    n: int = 0
+    mean: float | None = None
+    sd: float | None = None
+    median: float | None = None
+
+    @classmethod
+    def from_samples(cls, test: str, samples: list[float], unit: str = "t/s") -> "Metric":
+        clean = [float(s) for s in samples]
+        return cls(test=test, unit=unit, samples=clean, n=len(clean),
+                   mean=statistics.fmean(clean) if clean else None,
+                   sd=statistics.stdev(clean) if len(clean) > 1 else (0.0 if clean else None),
+                   median=statistics.median(clean) if clean else None)
+
+
+class ResultRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    origin: Literal["measured", "imported"] = "measured"
+    run_id: str
+    matrix: dict                  # {name, hash}
+    cell_id: str
+    agent_id: str
+    params: dict
+    status: Status
+    error: str | None = None
+    engine: dict = Field(default_factory=dict)     # name, kind, repo_id, ref, commit, upstream_commit, build
+    model: dict = Field(default_factory=dict)      # name, path, sha256, quant
+    tool: dict = Field(default_factory=dict)       # name, argv (one list per invocation), exit codes, wall_s
+    hardware: dict = Field(default_factory=dict)   # the agent's probed profile
+    hardware_class: str | None = None
+    hygiene: dict = Field(default_factory=dict)
+    metrics: dict[str, Metric] = Field(default_factory=dict)   # "pp_tps", "tg_tps", ...
+    bench_rows: list[dict] = Field(default_factory=list)       # every parsed llama-bench row
+    sweep_rows: list[dict] = Field(default_factory=list)       # every sweep-bench row (+ "rep")
+    timestamps: dict = Field(default_factory=dict)
+    logs: dict[str, str] = Field(default_factory=dict)         # log name -> store key
+    hwmatrix_version: str = "0.1.0"

@@ -1,0 +1,1063 @@
+"""The matrix file: typed models, one-line errors that name file, line and key, and expansion.
+
+Pydantic checks shapes and values; a second pass (``Matrix._check``) checks what only the
+whole file can tell (refs name defined engines, excludes name axes, every cell can run on
+its engine). Either way the first problem becomes one :class:`MatrixError`, placed on the
+line of the offending key by the line map from :mod:`coordinator.yaml_lines`.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import operator
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (AfterValidator, AliasChoices, BaseModel, ConfigDict,
+                      Discriminator, Field, PlainSerializer, PlainValidator, PrivateAttr, Tag,
+                      ValidationError, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
+
+from coordinator.yaml_lines import Lines, MatrixError, format_key, load_with_lines
+
+__all__ = [
+    "MatrixError", "Matrix", "Engine", "Sdist", "Build", "Model", "TinyParams", "RefSpec",
+    "ToolArgs", "Repetitions", "Hygiene", "HardwareSpec", "CpuSpec", "GpuSpec", "Range",
+    "BatchPair", "MatrixAxes", "CellSpec", "Compare", "load_matrix", "validate_matrix",
+    "expand_axes", "KNOWN_QUANTS", "AXIS_NAMES", "ARG_NAMES",
+]
+
+# ---------------------------------------------------------------- vocabularies
+
+QUANTS_COMMON = (
+    "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M "
+    "Q5_K_S Q5_K_M Q6_K IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ3_XXS IQ3_XS IQ3_S IQ3_M "
+    "IQ4_NL IQ4_XS MXFP4").split()
+QUANTS_MAINLINE_ONLY = "TQ1_0 TQ2_0 MXFP4_MOE".split()
+QUANTS_IK_ONLY = (
+    "Q6_0 IQ2_K IQ2_KS IQ2_KL IQ3_K IQ3_KS IQ3_KL IQ4_K IQ4_KS IQ4_KSS IQ5_K IQ5_KS IQ6_K "
+    "IQ1_KT IQ2_KT IQ3_KT IQ4_KT IQ1_BN IQ2_BN Q8_KV Q8_K_R8 Q8_KV_R8 BF16_R16 "
+    "Q4_0_4_4 Q4_0_4_8 Q4_0_8_8 "
+    "Q4_0_R8 Q5_0_R4 Q6_0_R4 Q8_0_R8 Q2_K_R4 Q3_K_R4 Q4_K_R4 Q5_K_R4 Q6_K_R4 IQ2_XXS_R4 "
+    "IQ2_XS_R4 IQ2_S_R4 IQ2_M_R4 IQ3_XXS_R4 IQ3_S_R4 IQ1_S_R4 IQ1_M_R4 IQ4_NL_R4 IQ4_XS_R8 "
+    "IQ2_BN_R4 IQ2_K_R4 IQ3_K_R4 IQ4_K_R4 IQ5_K_R4 IQ4_KS_R4 IQ5_KS_R4 MXFP4_R8").split()
+KNOWN_QUANTS = tuple(dict.fromkeys(QUANTS_COMMON + QUANTS_MAINLINE_ONLY + QUANTS_IK_ONLY))
+
+KV_TYPES = ("f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "q6_0", "q8_KV")
+KV_IK_ONLY = ("q6_0", "q8_KV")
+
+AMD_UARCHS = ("zen", "zen+", "zen2", "zen3", "zen4", "zen5", "zen6")
+INTEL_UARCHS = (
+    "haswell", "broadwell", "skylake", "skylake-x", "cascadelake", "cooperlake", "kabylake",
+    "coffeelake", "cannonlake", "icelake", "icelake-x", "tigerlake", "alderlake", "raptorlake",
+    "meteorlake", "arrowlake", "lunarlake", "sapphirerapids", "emeraldrapids", "graniterapids",
+    "sierraforest")
+LINE_VENDOR = {"ryzen": "AMD", "threadripper": "AMD", "threadripper-pro": "AMD", "epyc": "AMD",
+               "xeon": "Intel", "core": "Intel"}
+UARCH_VENDOR = {**{u: "AMD" for u in AMD_UARCHS}, **{u: "Intel" for u in INTEL_UARCHS}}
+
+ENGINE_KINDS = ("llama.cpp", "ik_llama.cpp")
+TOOLS = ("llama-bench", "llama-sweep-bench")
+
+# Short spellings accepted for two args; cells always use the long name.
+ALIASES = {"b": "batch", "ub": "ubatch"}
+SHORT = {long: short for short, long in ALIASES.items()}
+
+CMAKE_ALLOWED_EXACT = ("CMAKE_BUILD_TYPE", "CMAKE_CUDA_ARCHITECTURES", "BUILD_SHARED_LIBS")
+CMAKE_ALLOWED_PREFIXES = ("GGML_", "LLAMA_")
+CMAKE_TYPES = ("BOOL", "STRING", "PATH", "FILEPATH", "INTERNAL", "UNINITIALIZED")
+_CMAKE_FLAG = re.compile(r"-D([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z]+))?=(.*)", re.S)
+_CMAKE_VALUE = re.compile(r"[A-Za-z0-9_.,;=+-]*")
+
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+@-]*")
+_COMMIT = re.compile(r"[0-9a-fA-F]{7,40}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")
+_TS = re.compile(r"\d+(\.\d+)?(/\d+(\.\d+)?)*")
+_GIT_SCP = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+")
+_REPO_SCHEMES = ("https", "ssh", "git", "file")
+
+
+def _fail(message: str):
+    """Raise a pydantic error whose text is exactly ``message``."""
+    raise PydanticCustomError("matrix", message)
+
+
+def did_you_mean(word: str, candidates, *, fold_case: bool = False) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or ``""`` when none is close."""
+    cands = list(candidates)
+    if fold_case:
+        folded = {c.upper(): c for c in cands}
+        hit = difflib.get_close_matches(str(word).upper(), list(folded), n=1, cutoff=0.6)
+        return f"; did you mean {folded[hit[0]]!r}?" if hit else ""
+    hit = difflib.get_close_matches(str(word), cands, n=1, cutoff=0.6)
+    return f"; did you mean {hit[0]!r}?" if hit else ""
+
+
+# ---------------------------------------------------------------- scalar checks
+
+def _name(v: str) -> str:
+    if not _NAME.fullmatch(v):
+        _fail(f"{v!r} is not a valid name (letters, digits, '.', '_', '-')")
+    return v
+
+
+def _canonical(table, what: str):
+    lookup = {t.lower(): t for t in table}
+
+    def check(v: str) -> str:
+        hit = lookup.get(v.lower())
+        if hit is None:
+            _fail(f"{v!r} is not a known {what}" + did_you_mean(v, table, fold_case=True))
+        return hit
+    return check
+
+
+def git_ref_problem(name: str) -> str | None:
+    """Why ``name`` fails ``git check-ref-format`` (plus no leading '-'), or None."""
+    if not name:
+        return "it is empty"
+    if name == "@":
+        return "it is '@'"
+    if name.startswith("-"):
+        return "it starts with '-'"
+    for bad in ("..", "@{", "//"):
+        if bad in name:
+            return f"it contains {bad!r}"
+    for ch in name:
+        if ord(ch) < 0x20 or ord(ch) == 0x7F or ch in " ~^:?*[\\":
+            return f"it contains {ch!r}"
+    if name.startswith("/") or name.endswith("/"):
+        return "it starts or ends with '/'"
+    if name.endswith("."):
+        return "it ends with '.'"
+    for part in name.split("/"):
+        if part.startswith("."):
+            return "a component starts with '.'"
+        if part.endswith(".lock"):
+            return "a component ends with '.lock'"
+    return None
+
+
+def _git_ref(v: str) -> str:
+    problem = git_ref_problem(v)
+    if problem:
+        _fail(f"{v!r} is not a valid git ref name: {problem}")
+    return v
+
+
+def _commit(v: str) -> str:
+    if not _COMMIT.fullmatch(v):
+        _fail(f"{v!r} is not a commit id (7 to 40 hex digits)")
+    return v.lower()
+
+
+def _ref_name(v: str) -> str:
+    if not _REF_NAME.fullmatch(v):
+        _fail(f"{v!r} is not a valid ref name (letters, digits and ._/+@-, starting with a letter or digit)")
+    return v
+
+
+def _cmake_flag(flag: str) -> str:
+    m = _CMAKE_FLAG.fullmatch(flag)
+    if not m:
+        _fail(f"bad cmake flag {flag!r}: expected -D<NAME>=<VALUE>")
+    name, typ, value = m.groups()
+    if not (name in CMAKE_ALLOWED_EXACT or name.startswith(CMAKE_ALLOWED_PREFIXES)):
+        _fail(f"bad cmake flag {flag!r}: {name} is not allowed (allowed: GGML_*, LLAMA_*, "
+              + ", ".join(CMAKE_ALLOWED_EXACT) + ")")
+    if typ is not None and typ.upper() not in CMAKE_TYPES:
+        _fail(f"bad cmake flag {flag!r}: unknown cache type {typ!r}")
+    if not _CMAKE_VALUE.fullmatch(value):
+        _fail(f"bad cmake flag {flag!r}: the value may only hold letters, digits and _.,;=+-")
+    return flag
+
+
+def _repo(v: str) -> str:
+    if not v or any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+        _fail(f"{v!r} is not a repository: empty or holds control characters")
+    if v.startswith("-"):
+        _fail(f"{v!r} is not a repository: it starts with '-'")
+    if "://" in v:
+        scheme = v.split("://", 1)[0].lower()
+        if scheme not in _REPO_SCHEMES:
+            _fail(f"{v!r}: scheme {scheme!r} is not allowed (use https, ssh, git or file)")
+        if any(c.isspace() for c in v):
+            _fail(f"{v!r} is not a git URL: it holds whitespace")
+        return v
+    if "::" in v:
+        _fail(f"{v!r}: git transport syntax '<transport>::' is not allowed")
+    if "@" in v.split("/", 1)[0] and not _GIT_SCP.fullmatch(v):
+        _fail(f"{v!r} is not a git URL (expected user@host:path)")
+    return v
+
+
+def _ts(v: str) -> str:
+    if not _TS.fullmatch(v):
+        _fail(f"{v!r} is not a tensor split: numbers joined by '/', e.g. '3/1'")
+    return v
+
+
+def _one_line(v: str) -> str:
+    if not v or "\n" in v or "\r" in v or "\0" in v:
+        _fail("must be a non-empty single-line string")
+    return v
+
+
+Name = Annotated[str, AfterValidator(_name)]
+Quant = Annotated[str, AfterValidator(_canonical(KNOWN_QUANTS, "quant type"))]
+KvType = Annotated[str, AfterValidator(_canonical(KV_TYPES, "KV cache type"))]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Ngl = Annotated[int, Field(ge=-1)]
+Mla = Annotated[int, Field(ge=0, le=3)]
+SplitMode = Literal["none", "layer", "row", "graph"]
+TensorSplit = Annotated[str, AfterValidator(_ts)]
+OneLine = Annotated[str, AfterValidator(_one_line)]
+ToolName = Literal["llama-bench", "llama-sweep-bench"]
+CmakeFlag = Annotated[str, AfterValidator(_cmake_flag)]
+GitRef = Annotated[str, AfterValidator(_git_ref)]
+Commit = Annotated[str, AfterValidator(_commit)]
+
+
+class _Strict(BaseModel):
+    """No coercion ("4" is not 4, true is not 1) and no unknown keys: typos must fail loudly."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- ranges ("<cmp>")
+
+_OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+        ">": operator.gt, "<": operator.lt}
+_CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)?\s*(\d+(?:\.\d+)?)\s*")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A set of allowed values written as ``">=2,<=4"`` (or a bare number meaning ``==``).
+
+    ``integer`` ranges (counts) must admit a whole number; every range lives on >= 0.
+    """
+    clauses: tuple[tuple[str, float], ...]
+    integer: bool = True
+
+    @classmethod
+    def parse(cls, value: Any, integer: bool = True) -> "Range":
+        if isinstance(value, Range):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            _fail(f"expected a number or comparisons like '>=2' or '>=2,<=4', got {value!r}")
+        if isinstance(value, (int, float)):
+            clauses = [("==", float(value))]
+        else:
+            clauses = []
+            for part in value.split(","):
+                m = _CLAUSE.fullmatch(part)
+                if not m:
+                    _fail(f"{value!r} is not a comparison list like '>=2' or '>=2,<=4'")
+                clauses.append((m.group(1) or "==", float(m.group(2))))
+        rng = cls(tuple(clauses), integer)
+        if rng.is_empty():
+            _fail(f"{value!r} admits no {'whole number' if integer else 'value'}")
+        return rng
+
+    def admits(self, x: float | None) -> bool:
+        if x is None:
+            return False
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            return False
+        return all(_OPS[op](x, v) for op, v in self.clauses)
+
+    def also(self, op: str, v: float) -> "Range":
+        """This range with one more clause (used to ask "does it admit anything >= 1?")."""
+        return Range(self.clauses + ((op, float(v)),), self.integer)
+
+    def is_empty(self) -> bool:
+        lo, lo_strict, hi, hi_strict = 0.0, False, math.inf, False
+        excluded = []
+        for op, v in self.clauses:
+            if op in (">=", ">", "==") and (v > lo or (v == lo and op == ">")):
+                lo, lo_strict = v, op == ">"
+            if op in ("<=", "<", "==") and (v < hi or (v == hi and op == "<")):
+                hi, hi_strict = v, op == "<"
+            if op == "!=":
+                excluded.append(v)
+        if self.integer:
+            first = math.floor(lo) + 1 if lo_strict or lo != math.floor(lo) else int(lo)
+            if hi == math.inf:
+                return False
+            last = math.ceil(hi) - 1 if hi_strict or hi != math.ceil(hi) else int(hi)
+            if first > last:
+                return True
+            if last - first > len(excluded):
+                return False
+            return all(any(n == e for e in excluded) for n in range(first, last + 1))
+        if lo > hi:
+            return True
+        if lo == hi:
+            return lo_strict or hi_strict or lo in excluded
+        return False
+
+    def __str__(self) -> str:
+        def num(v: float) -> str:
+            return str(int(v)) if v == int(v) else str(v)
+        if len(self.clauses) == 1 and self.clauses[0][0] == "==":
+            return num(self.clauses[0][1])
+        return ",".join(op + num(v) for op, v in self.clauses)
+
+
+IntRange = Annotated[Range, PlainValidator(lambda v: Range.parse(v, integer=True)), PlainSerializer(str)]
+GbRange = Annotated[Range, PlainValidator(lambda v: Range.parse(v, integer=False)), PlainSerializer(str)]
+
+
+# ---------------------------------------------------------------- engines and models
+
+class Sdist(_Strict):
+    """A registry sdist that vendors an engine tree; each version becomes one commit tagged v<version>."""
+    package: Name = Field(description="registry package name, e.g. llama-cpp-python")
+    versions: list[Annotated[str, AfterValidator(lambda v: v if _VERSION.fullmatch(v) else _fail(
+        f"{v!r} is not a package version"))]] = Field(min_length=1, description="versions, oldest first; each is tag v<version>")
+
+    @field_validator("versions")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = [x for i, x in enumerate(v) if x in v[:i]]
+        if dup:
+            _fail(f"version {dup[0]!r} is listed twice")
+        return v
+
+
+class Build(_Strict):
+    """How to build an engine beyond the defaults."""
+    cmake: list[CmakeFlag] = Field(default_factory=list, description=(
+        "extra -D<NAME>=<VALUE> flags; NAME in GGML_*, LLAMA_*, CMAKE_BUILD_TYPE, "
+        "CMAKE_CUDA_ARCHITECTURES, BUILD_SHARED_LIBS"))
+
+
+class Engine(_Strict):
+    """An engine to build: its kind and exactly one source (a git repo or a registry sdist)."""
+    kind: Literal["llama.cpp", "ik_llama.cpp"] = Field(description="which engine family")
+    repo: Annotated[str, AfterValidator(_repo)] | None = Field(None, description=(
+        "git URL (https://, ssh://, git://, user@host:path), local path or file:// URL"))
+    sdist: Sdist | None = Field(None, description="a registry sdist's vendored tree instead of a repo")
+    build: Build = Field(default_factory=Build, description="extra build settings")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Engine":
+        if (self.repo is None) == (self.sdist is None):
+            _fail("give exactly one of 'repo' or 'sdist'")
+        return self
+
+    def source(self) -> dict:
+        """The source in the form ``agent.sources.resolve`` takes."""
+        if self.sdist is not None:
+            return {"sdist": {"package": self.sdist.package, "versions": list(self.sdist.versions)}}
+        return {"repo": self.repo}
+
+
+class TinyParams(_Strict):
+    """Shape of a generated tiny model; unset fields keep the generator's defaults."""
+    n_embd: PosInt | None = Field(None, description="embedding width (multiple of n_head)")
+    n_layer: PosInt | None = Field(None, description="number of layers")
+    n_ff: PosInt | None = Field(None, description="feed-forward width")
+    n_head: PosInt | None = Field(None, description="attention heads")
+    n_vocab: PosInt | None = Field(None, description="vocabulary size (> 259: specials + byte tokens)")
+
+    @model_validator(mode="after")
+    def _shape(self) -> "TinyParams":
+        from agent.tinymodel import TinyLlamaParams  # the generator owns the defaults
+
+        d = TinyLlamaParams()
+        embd, head = self.n_embd or d.n_embd, self.n_head or d.n_head
+        if embd % head:
+            _fail(f"n_embd ({embd}) must be a multiple of n_head ({head})")
+        if (self.n_vocab or d.n_vocab) <= 259:
+            _fail("n_vocab must be > 259 (3 specials + 256 byte tokens)")
+        return self
+
+    def given(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+class Model(_Strict):
+    """A model: either generated (``generate``) or an existing file (``path``)."""
+    generate: Literal["tiny-llama"] | None = Field(None, description="generate a tiny random-weight F32 model")
+    params: TinyParams | None = Field(None, description="shape of the generated model")
+    path: OneLine | None = Field(None, description="path of an existing GGUF file (first shard)")
+    sha256: str | None = Field(None, description="expected sha256 of the file, 64 hex digits")
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.fullmatch(v):
+            _fail(f"{v!r} is not a sha256 (64 hex digits)")
+        return v.lower() if v else v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Model":
+        if (self.generate is None) == (self.path is None):
+            _fail("give exactly one of 'generate' or 'path'")
+        if self.params is not None and self.generate is None:
+            _fail("'params' only applies to a generated model")
+        if self.sha256 is not None and self.path is None:
+            _fail("'sha256' only applies to a model file ('path')")
+        return self
+
+
+# ---------------------------------------------------------------- refs and tool args
+
+class RefSpec(_Strict):
+    """One engine build in the matrix: a name plus exactly one of ref/branch/tag/commit/pr.
+
+    A plain string item ``v1.2`` means ``{name: v1.2, ref: v1.2}``.
+    """
+    name: Annotated[str, AfterValidator(_ref_name)] = Field(description="unique name used in cells and reports")
+    engine: str | None = Field(None, description="engine name from engines: (required if more than one)")
+    ref: GitRef | None = Field(None, description="any git ref name (branch, tag or refs/...)")
+    branch: GitRef | None = Field(None, description="a branch (refs/heads/<branch>)")
+    tag: GitRef | None = Field(None, description="a tag (refs/tags/<tag>)")
+    commit: Commit | None = Field(None, description="a commit id, 7-40 hex digits")
+    pr: PosInt | None = Field(None, description="a pull request number (refs/pull/N/head)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"name": v, "ref": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _one_ref(self) -> "RefSpec":
+        given = [k for k in ("ref", "branch", "tag", "commit", "pr") if getattr(self, k) is not None]
+        if len(given) != 1:
+            _fail("give exactly one of ref, branch, tag, commit, pr"
+                  + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which of ref/branch/tag/commit/pr was given (``agent.sources`` calls it ref_kind)."""
+        return next(k for k in ("ref", "branch", "tag", "commit", "pr") if getattr(self, k) is not None)
+
+    @property
+    def value(self) -> str:
+        return str(getattr(self, self.kind))
+
+
+class BatchPair(_Strict):
+    """A batch axis value that sets n_batch and n_ubatch together."""
+    b: PosInt = Field(description="n_batch (-b)")
+    ub: PosInt | None = Field(None, description="n_ubatch (-ub)")
+
+
+Batch = Annotated[Union[Annotated[int, Field(ge=1), Tag("int")], Annotated[BatchPair, Tag("pair")]],
+                  Discriminator(lambda v: "pair" if isinstance(v, (dict, BatchPair)) else "int")]
+
+_ARG_DOCS = {
+    "n_prompt": "prompt tokens (-p)", "n_gen": "generated tokens (-n)",
+    "depth": "KV depth before the test (-d, llama.cpp only)", "batch": "n_batch (-b; alias b)",
+    "ubatch": "n_ubatch (-ub; alias ub)", "threads": "threads (-t)",
+    "ngl": "GPU layers (-ngl; -1 = all)", "fa": "flash attention (-fa)",
+    "ctk": "K cache type (-ctk)", "ctv": "V cache type (-ctv)",
+    "mla": "MLA mode 0-3 (-mla, ik_llama.cpp only)", "amb": "attention max batch MiB (-amb, ik only)",
+    "rtr": "run-time repack (-rtr, ik only; one value per process)",
+    "fmoe": "fused MoE (-fmoe, ik only; one value per process)",
+    "ctx": "context size for llama-sweep-bench (-c)", "nrep": "repetitions at zero context (-nrep)",
+    "sm": "split mode (-sm: none|layer|row|graph)", "ts": "tensor split, e.g. '3/1' (-ts)",
+    "ot": "tensor overrides (-ot)", "mmap": "memory-map the model (-mmp)",
+}
+
+
+def _f(name: str):
+    kw = {"validation_alias": AliasChoices(name, SHORT[name])} if name in SHORT else {}
+    return Field(None, description=_ARG_DOCS[name], **kw)
+
+
+class ToolArgs(_Strict):
+    """Default tool arguments for every cell; an axis or include of the same name overrides them."""
+    n_prompt: NonNegInt | None = _f("n_prompt")
+    n_gen: NonNegInt | None = _f("n_gen")
+    depth: NonNegInt | None = _f("depth")
+    batch: PosInt | None = _f("batch")
+    ubatch: PosInt | None = _f("ubatch")
+    threads: PosInt | None = _f("threads")
+    ngl: Ngl | None = _f("ngl")
+    fa: bool | None = _f("fa")
+    ctk: KvType | None = _f("ctk")
+    ctv: KvType | None = _f("ctv")
+    mla: Mla | None = _f("mla")
+    amb: NonNegInt | None = _f("amb")
+    rtr: bool | None = _f("rtr")
+    fmoe: bool | None = _f("fmoe")
+    ctx: PosInt | None = _f("ctx")
+    nrep: PosInt | None = _f("nrep")
+    sm: SplitMode | None = _f("sm")
+    ts: TensorSplit | None = _f("ts")
+    ot: OneLine | None = _f("ot")
+    mmap: bool | None = _f("mmap")
+
+    def given(self) -> dict:
+        """Only the args the file set, by their long names."""
+        return {k: getattr(self, k) for k in type(self).model_fields if k in self.model_fields_set}
+
+
+ARG_NAMES = tuple(ToolArgs.model_fields)
+AXIS_NAMES = ("ref", "model", "quant", "gpus", "tool") + ARG_NAMES
+
+
+def _axis(name: str, extra_doc: str = ""):
+    kw = {"validation_alias": AliasChoices(name, SHORT[name])} if name in SHORT else {}
+    return Field(None, min_length=1, description=_ARG_DOCS[name] + extra_doc, **kw)
+
+
+class CellSpec(_Strict):
+    """An include/exclude entry or a compare baseline: one value per named axis."""
+    ref: str | None = Field(None, description="a ref name from matrix.ref")
+    model: str | None = Field(None, description="a model name from models:")
+    quant: Quant | None = Field(None, description="quant type")
+    gpus: NonNegInt | None = Field(None, description="number of GPUs visible (the first k)")
+    tool: ToolName | None = Field(None, description="benchmark tool")
+    n_prompt: NonNegInt | None = _f("n_prompt")
+    n_gen: NonNegInt | None = _f("n_gen")
+    depth: NonNegInt | None = _f("depth")
+    batch: Batch | None = _f("batch")
+    ubatch: PosInt | None = _f("ubatch")
+    threads: PosInt | None = _f("threads")
+    ngl: Ngl | None = _f("ngl")
+    fa: bool | None = _f("fa")
+    ctk: KvType | None = _f("ctk")
+    ctv: KvType | None = _f("ctv")
+    mla: Mla | None = _f("mla")
+    amb: NonNegInt | None = _f("amb")
+    rtr: bool | None = _f("rtr")
+    fmoe: bool | None = _f("fmoe")
+    ctx: PosInt | None = _f("ctx")
+    nrep: PosInt | None = _f("nrep")
+    sm: SplitMode | None = _f("sm")
+    ts: TensorSplit | None = _f("ts")
+    ot: OneLine | None = _f("ot")
+    mmap: bool | None = _f("mmap")
+
+    def values(self) -> dict:
+        """The keys the file gave, by long name, as plain values (a batch pair becomes a dict)."""
+        return {k: _plain(getattr(self, k)) for k in type(self).model_fields if k in self.model_fields_set}
+
+
+def _plain(v: Any) -> Any:
+    return v.model_dump(exclude_none=True) if isinstance(v, BaseModel) else v
+
+
+class MatrixAxes(_Strict):
+    """The ``matrix:`` block: axes in file order (first outermost), then exclude and include."""
+    ref: list[RefSpec] = Field(min_length=1, description="engine builds to compare (required)")
+    model: list[str] | None = Field(None, min_length=1, description="model names; optional with one model")
+    quant: list[Quant] | None = Field(None, min_length=1, description="quant types; absent = the file as is")
+    gpus: list[NonNegInt] | None = Field(None, min_length=1, description="first k GPUs visible")
+    tool: list[ToolName] | None = Field(None, min_length=1, description="benchmark tools")
+    n_prompt: list[NonNegInt] | None = _axis("n_prompt")
+    n_gen: list[NonNegInt] | None = _axis("n_gen")
+    depth: list[NonNegInt] | None = _axis("depth")
+    batch: list[Batch] | None = _axis("batch", " or {b, ub} pairs")
+    ubatch: list[PosInt] | None = _axis("ubatch")
+    threads: list[PosInt] | None = _axis("threads")
+    ngl: list[Ngl] | None = _axis("ngl")
+    fa: list[bool] | None = _axis("fa")
+    ctk: list[KvType] | None = _axis("ctk")
+    ctv: list[KvType] | None = _axis("ctv")
+    mla: list[Mla] | None = _axis("mla")
+    amb: list[NonNegInt] | None = _axis("amb")
+    rtr: list[bool] | None = _axis("rtr")
+    fmoe: list[bool] | None = _axis("fmoe")
+    ctx: list[PosInt] | None = _axis("ctx")
+    nrep: list[PosInt] | None = _axis("nrep")
+    sm: list[SplitMode] | None = _axis("sm")
+    ts: list[TensorSplit] | None = _axis("ts")
+    ot: list[OneLine] | None = _axis("ot")
+    mmap: list[bool] | None = _axis("mmap")
+    exclude: list[CellSpec] = Field(default_factory=list, description="partial combinations to drop")
+    include: list[CellSpec] = Field(default_factory=list, description="combinations to extend or add")
+
+    _order: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_order(cls, data: Any, handler):
+        # Field order is declaration order; the product must follow the file's order.
+        m = handler(data)
+        if isinstance(data, dict):
+            m._order = [ALIASES.get(k, k) for k in data if k not in ("include", "exclude")]
+        return m
+
+    def axes(self) -> dict[str, list]:
+        """Axis name -> values in file order; refs become their names, pairs become dicts."""
+        out = {}
+        for axis in self._order or [k for k in AXIS_NAMES if getattr(self, k) is not None]:
+            values = getattr(self, axis)
+            out[axis] = [r.name for r in values] if axis == "ref" else [_plain(v) for v in values]
+        return out
+
+
+class Repetitions(_Strict):
+    """How often each cell runs: an int N means exactly N (min = max = N)."""
+    min: PosInt = Field(description="runs always done")
+    max: PosInt = Field(description="runs at most")
+    target_ci_pct: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="stop early once the 95% CI half-width is within this % of the mean")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_int(cls, v: Any) -> Any:
+        return {"min": v, "max": v} if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _order(self) -> "Repetitions":
+        if self.min > self.max:
+            _fail(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class Hygiene(_Strict):
+    """What the agent does around each measurement to keep runs comparable."""
+    drop_caches: Literal["prefer", "require", "off"] = Field(
+        "prefer", description="drop the page cache first: try (prefer), insist (require) or skip (off)")
+    warmup: NonNegInt = Field(1, description="untimed warmup runs")
+    cooldown_s: Annotated[float, Field(ge=0)] = Field(0, description="seconds to idle between runs")
+    max_load: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="wait until the 1-minute load average is below this (null = don't wait)")
+
+    @field_validator("drop_caches", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
+
+# ---------------------------------------------------------------- hardware spec
+
+def _as_list(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+class CpuSpec(_Strict):
+    """CPU requirements; each set field must hold."""
+    vendor: Literal["AMD", "Intel"] | None = Field(None, description="AMD or Intel (any case)")
+    uarch: list[Annotated[str, AfterValidator(_canonical(AMD_UARCHS + INTEL_UARCHS, "microarchitecture"))]] | None = Field(
+        None, description="microarchitecture(s), one must match: zen..zen6 or an Intel generation")
+    line: list[Annotated[str, AfterValidator(_canonical(tuple(LINE_VENDOR), "product line"))]] | None = Field(
+        None, description="product line(s): ryzen, threadripper, threadripper-pro, epyc, xeon, core")
+    model: OneLine | None = Field(None, description="glob on the CPU brand string (case-insensitive)")
+    cores: IntRange | None = Field(None, description="physical cores, e.g. '>=16'")
+    threads: IntRange | None = Field(None, description="hardware threads, e.g. '>=32'")
+    flags: list[Annotated[str, AfterValidator(str.lower)]] | None = Field(
+        None, description="ISA flags that must all be present, e.g. avx512f")
+
+    @field_validator("vendor", mode="before")
+    @classmethod
+    def _vendor_case(cls, v: Any) -> Any:
+        return {"amd": "AMD", "intel": "Intel"}.get(v.lower(), v) if isinstance(v, str) else v
+
+    @field_validator("uarch", "line", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    @field_validator("uarch")
+    @classmethod
+    def _uarch_vendor(cls, v, info):
+        vendor = info.data.get("vendor")
+        if v and vendor and not any(UARCH_VENDOR[u] == vendor for u in v):
+            other = "/".join(sorted({UARCH_VENDOR[u] for u in v}))
+            _fail(f"uarch [{', '.join(v)}] is {other}, but vendor is {vendor}")
+        return v
+
+    @field_validator("line")
+    @classmethod
+    def _line_vendor(cls, v, info):
+        if not v:
+            return v
+        possible = {"AMD", "Intel"}
+        if info.data.get("vendor"):
+            possible &= {info.data["vendor"]}
+        if info.data.get("uarch"):
+            possible &= {UARCH_VENDOR[u] for u in info.data["uarch"]}
+        if not any(LINE_VENDOR[x] in possible for x in v):
+            other = (f"vendor is {info.data['vendor']}" if info.data.get("vendor")
+                     else f"uarch [{', '.join(info.data['uarch'])}] is {'/'.join(sorted({UARCH_VENDOR[u] for u in info.data['uarch']}))}")
+            _fail(f"line [{', '.join(v)}] is {'/'.join(sorted({LINE_VENDOR[x] for x in v}))}, but {other}")
+        return v
+
+
+class GpuSpec(_Strict):
+    """GPU requirements; ``count`` counts the GPUs that meet ``name`` and ``vram_gb``."""
+    count: IntRange | None = Field(None, description="how many GPUs, e.g. 2 or '>=2'")
+    name: OneLine | None = Field(None, description="glob on the GPU name (case-insensitive)")
+    vram_gb: GbRange | None = Field(None, description="memory per GPU in GiB (rounded), e.g. '>=24'")
+
+    @field_validator("name", "vram_gb")
+    @classmethod
+    def _needs_a_gpu(cls, v, info):
+        count = info.data.get("count")
+        if v is not None and count is not None and count.also(">=", 1).is_empty():
+            _fail(f"{info.field_name} needs a GPU, but count {count} admits none")
+        return v
+
+
+class HardwareSpec(_Strict):
+    """Where a cell may run; empty means any machine."""
+    cpu: CpuSpec | None = Field(None, description="CPU requirements")
+    gpu: GpuSpec | None = Field(None, description="GPU requirements")
+    ram_gb: GbRange | None = Field(None, description="system RAM in GB, e.g. '>=200'")
+
+
+# ---------------------------------------------------------------- the whole file
+
+class Compare(_Strict):
+    """What reports compare against: the baseline cell values and the metrics shown."""
+    baseline: CellSpec = Field(description="axis values of the baseline, e.g. {ref: a}")
+    metrics: list[Annotated[str, AfterValidator(lambda v: v if re.fullmatch(r"[a-z][a-z0-9_]*", v) else _fail(
+        f"{v!r} is not a metric name"))]] = Field(
+        default_factory=lambda: ["pp_tps", "tg_tps"], min_length=1, description="metrics to compare")
+
+
+class _Invalid(Exception):
+    """A whole-file check failed at ``loc`` (a path into the data as the file spells it)."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc, self.message = loc, message
+
+
+IK_ONLY = {
+    "rtr": lambda v: v is True, "fmoe": lambda v: v is True, "mla": lambda v: v is not None,
+    "amb": lambda v: bool(v), "sm": lambda v: v == "graph", "ctk": lambda v: v in KV_IK_ONLY,
+    "ctv": lambda v: v in KV_IK_ONLY, "quant": lambda v: v in QUANTS_IK_ONLY,
+    "tool": lambda v: v == "llama-sweep-bench",
+}
+MAINLINE_ONLY = {
+    "depth": lambda v: bool(v), "sm": lambda v: v == "row",
+    "quant": lambda v: v in QUANTS_MAINLINE_ONLY,
+}
+
+
+class Matrix(_Strict):
+    """A matrix file: what to build, which models, which axes to sweep, where to run."""
+    name: Name = Field(description="matrix name, [A-Za-z0-9._-]+")
+    description: str | None = Field(None, description="free text")
+    engines: dict[Name, Engine] = Field(min_length=1, description="engine name -> engine")
+    models: dict[Name, Model] = Field(min_length=1, description="model name -> model")
+    tool: ToolName = Field("llama-bench", description="default tool for cells")
+    args: ToolArgs = Field(default_factory=ToolArgs, description="default tool args for all cells")
+    repetitions: Repetitions = Field(default_factory=lambda: Repetitions(min=5, max=5),
+                                     description="runs per cell: an int, or {min, max, target_ci_pct}")
+    hygiene: Hygiene = Field(default_factory=Hygiene, description="cache dropping, warmup, cooldown, load")
+    timeout_s: PosInt = Field(1800, description="per-cell wall-clock timeout in seconds")
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="where cells may run")
+    per: Literal["class", "machine"] = Field("class", description="run once per hardware class or per machine")
+    matrix: MatrixAxes = Field(description="axes, exclude and include")
+    compare: Compare | None = Field(None, description="baseline and metrics for reports")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_sections(cls, v: Any) -> Any:
+        # "hardware:" with nothing under it reads as null; treat it as the empty default.
+        if isinstance(v, dict):
+            return {k: x for k, x in v.items()
+                    if not (x is None and k in ("args", "hygiene", "hardware", "description", "compare"))}
+        return v
+
+    @model_validator(mode="after")
+    def _whole_file(self) -> "Matrix":
+        self._check()
+        return self
+
+    # -- public helpers
+
+    def refs(self) -> dict[str, RefSpec]:
+        return {r.name: r for r in self.matrix.ref}
+
+    def engine_of(self, ref_name: str) -> tuple[str, Engine]:
+        """(engine name, engine) that builds the named ref."""
+        ref = self.refs()[ref_name]
+        name = ref.engine or next(iter(self.engines))
+        return name, self.engines[name]
+
+    def cells(self) -> list[dict]:
+        """The expanded cells, in order; ``model`` is filled in when there is only one model."""
+        cells = expand_axes(self.matrix.axes(), [e.values() for e in self.matrix.include],
+                            [e.values() for e in self.matrix.exclude])
+        if len(self.models) == 1:
+            only = next(iter(self.models))
+            for c in cells:
+                c.setdefault("model", only)
+        return cells
+
+    def cell_settings(self, cell: dict) -> dict:
+        """Everything one cell runs with: the default tool, then args, then the cell's values."""
+        return {"tool": self.tool, **self.args.given(), **cell}
+
+    # -- whole-file checks, first problem wins
+
+    def _check(self) -> None:
+        m = self.matrix
+        refs = m.ref
+        for i, r in enumerate(refs):
+            if r.engine is None:
+                if len(self.engines) > 1:
+                    raise _Invalid(("matrix", "ref", i), f"ref {r.name!r} must name its engine "
+                                   f"(one of {', '.join(self.engines)})")
+            elif r.engine not in self.engines:
+                raise _Invalid(("matrix", "ref", i, "engine"), f"engine {r.engine!r} is not defined under engines"
+                               + did_you_mean(r.engine, self.engines))
+            if any(o.name == r.name for o in refs[:i]):
+                raise _Invalid(("matrix", "ref", i, "name"), f"ref name {r.name!r} is used twice")
+        axes = m.axes()
+        for axis, values in axes.items():
+            for j, v in enumerate(values):
+                if any(_same(v, w) for w in values[:j]):
+                    raise _Invalid(("matrix", axis, j), f"duplicate value {v!r} in axis {axis!r}")
+        for j, model in enumerate(m.model or []):
+            if model not in self.models:
+                raise _Invalid(("matrix", "model", j), f"model {model!r} is not defined under models"
+                               + did_you_mean(model, self.models))
+        for section in ("exclude", "include"):
+            for j, entry in enumerate(getattr(m, section)):
+                vals = entry.values()
+                if not vals:
+                    raise _Invalid(("matrix", section, j), f"empty {section} entry")
+                for k, v in vals.items():
+                    loc = ("matrix", section, j, k)
+                    if section == "exclude" and k not in axes:
+                        raise _Invalid(loc, f"exclude key {k!r} is not an axis of this matrix "
+                                       f"(axes: {', '.join(axes)})")
+                    self._check_name(k, v, loc)
+        cells = self.cells()
+        if not cells:
+            raise _Invalid(("matrix",), "the matrix expands to no cells (everything is excluded)")
+        for c in cells:
+            missing = [k for k in ("ref", "model") if k not in c]
+            if missing:
+                raise _Invalid(self._origin(c, missing[0]),
+                               f"this include matches no combination, so it adds a cell, and that cell "
+                               f"has no ref: {c}" if missing[0] == "ref" else
+                               "a 'model' axis is required when there is more than one model")
+            self._check_engine(c)
+        if self.compare is not None:
+            for k, v in self.compare.baseline.values().items():
+                loc = ("compare", "baseline", k)
+                self._check_name(k, v, loc)
+                if k not in axes:
+                    raise _Invalid(loc, f"baseline key {k!r} is not an axis of this matrix (axes: {', '.join(axes)})")
+                if not any(_same(v, w) for w in axes[k]):
+                    raise _Invalid(loc, f"baseline {k} {v!r} is not a value of axis {k!r}")
+
+    def _check_name(self, key: str, value: Any, loc: tuple) -> None:
+        if key == "ref" and value not in self.refs():
+            raise _Invalid(loc, f"ref {value!r} is not defined in matrix.ref" + did_you_mean(value, self.refs()))
+        if key == "model" and value not in self.models:
+            raise _Invalid(loc, f"model {value!r} is not defined under models" + did_you_mean(value, self.models))
+
+    def _origin(self, cell: dict, key: str) -> tuple:
+        """Where in the file ``cell[key]`` came from: an axis item, an include entry, or args/tool."""
+        m = self.matrix
+        if key in cell:
+            values = m.axes().get(key, [])
+            for j, v in enumerate(values):
+                if _same(v, cell[key]):
+                    return ("matrix", key, j)
+        for j, entry in enumerate(m.include):
+            vals = entry.values()
+            if all(k in cell and _same(v, cell[k]) for k, v in vals.items()) and (key not in cell or key in vals):
+                return ("matrix", "include", j) + ((key,) if key in vals else ())
+        if key == "tool":
+            return ("tool",)
+        if key in self.args.model_fields_set:
+            return ("args", key)
+        return ("matrix",)
+
+    def _check_engine(self, cell: dict) -> None:
+        engine_name, engine = self.engine_of(cell["ref"])
+        only, needs = (IK_ONLY, "ik_llama.cpp") if engine.kind == "llama.cpp" else (MAINLINE_ONLY, "llama.cpp")
+        for key, value in self.cell_settings(cell).items():
+            if key in only and only[key](value):
+                where = self._origin(cell, key) if key in cell else (
+                    ("tool",) if key == "tool" else ("args", key))
+                shown = str(value).lower() if isinstance(value, bool) else value
+                hint = "; exclude that combination" if where[0] == "matrix" else "; set it per ref with include"
+                raise _Invalid(where, f"{key}={shown} needs {needs}, but ref {cell['ref']!r} builds "
+                               f"engine {engine_name!r} ({engine.kind}){hint}")
+
+
+# ---------------------------------------------------------------- expansion
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that keeps true apart from 1 (as GitHub's JSON values are) and compares mappings whole."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def expand_axes(axes: dict[str, list], include: list[dict], exclude: list[dict]) -> list[dict]:
+    """Expand axes exactly as GitHub Actions expands ``strategy.matrix``.
+
+    Cartesian product (first axis outermost); drop combinations matching every key of an
+    exclude entry; then each include entry, in order, is merged into every product
+    combination whose original axis values it does not contradict (values that earlier
+    includes added may be overwritten), or, if it fits none, appended as a new combination.
+    """
+    for entry in exclude:
+        for key in entry:
+            if key not in axes:
+                raise ValueError(f"exclude key {key!r} is not an axis")
+    keys = list(axes)
+    combos = ([dict(zip(keys, values)) for values in itertools.product(*axes.values())]
+              if keys else [])
+    combos = [c for c in combos
+              if not any(all(_same(c[k], v) for k, v in e.items()) for e in exclude)]
+    originals = len(combos)
+    for entry in include:
+        merged = False
+        for c in combos[:originals]:
+            if all(_same(c[k], v) for k, v in entry.items() if k in axes):
+                c.update(entry)
+                merged = True
+        if not merged:
+            combos.append(dict(entry))
+    return combos
+
+
+# ---------------------------------------------------------------- errors and loading
+
+def _candidate_model(loc: tuple) -> type[BaseModel] | None:
+    """The model class that the error at ``loc`` (without its last part) was validating."""
+    cands: list[Any] = [Matrix]
+    for part in loc:
+        nxt: list[Any] = []
+        for t in cands:
+            t = _unwrap(t)
+            for u in (typing.get_args(t) if _is_union(t) else (t,)):
+                u = _unwrap(u)
+                origin = typing.get_origin(u)
+                if isinstance(u, type) and issubclass(u, BaseModel):
+                    f = u.model_fields.get(part) or u.model_fields.get(ALIASES.get(part, ""))
+                    if f is not None:
+                        nxt.append(f.annotation)
+                    else:
+                        nxt.append(u)  # a union tag such as 'pair': stay on this type
+                elif origin is list and isinstance(part, int):
+                    nxt.append(typing.get_args(u)[0])
+                elif origin is dict:
+                    nxt.append(typing.get_args(u)[1])
+        cands = nxt
+    for t in cands:
+        t = _unwrap(t)
+        for u in (typing.get_args(t) if _is_union(t) else (t,)):
+            u = _unwrap(u)
+            if isinstance(u, type) and issubclass(u, BaseModel):
+                return u
+    return None
+
+
+def _unwrap(t: Any) -> Any:
+    while typing.get_origin(t) is Annotated:
+        t = typing.get_args(t)[0]
+    return t
+
+
+def _is_union(t: Any) -> bool:
+    return typing.get_origin(t) in (Union, types.UnionType)
+
+
+def _data_path(data: Any, loc: tuple, keep_last: bool) -> tuple:
+    """``loc`` reduced to the parts that exist in the data (drops union tags such as 'pair').
+
+    A long name the file spelled short (``batch`` as ``b``) follows the file's spelling.
+    """
+    path, cur = [], data
+    for i, part in enumerate(loc):
+        if isinstance(cur, dict) and part not in cur and SHORT.get(part) in cur:
+            part = SHORT[part]
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+            path.append(part)
+        elif (isinstance(cur, list) and isinstance(part, int) and not isinstance(part, bool)
+              and 0 <= part < len(cur)):
+            cur = cur[part]
+            path.append(part)
+        elif keep_last and i == len(loc) - 1:
+            path.append(part)
+    return tuple(path)
+
+
+def _nearest_line(lines: Lines, path: tuple) -> int | None:
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path)
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _message(err: dict, data: Any, path: tuple) -> str:
+    kind, loc = err["type"], err["loc"]
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        parent = _data_path(data, loc[:-1], False)
+        cur = data
+        for p in parent:
+            cur = cur[p]
+        if key in ALIASES and isinstance(cur, dict) and ALIASES[key] in cur:
+            return f"{key!r} and {ALIASES[key]!r} are the same; give one of them"
+        model = _candidate_model(loc[:-1])
+        names = list(model.model_fields) if model else []
+        names += [a for a, long in ALIASES.items() if long in names]
+        what = ("axis" if model in (MatrixAxes, CellSpec) else "arg" if model is ToolArgs else "key")
+        return f"unknown {what} {key!r}" + did_you_mean(str(key), names)
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if kind == "matrix":
+        return msg
+    if kind == "too_short":
+        return f"needs at least {err['ctx']['min_length']} item"
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    if "input" in err:
+        msg += f", got {_got(err['input'])}"
+        if kind == "string_type" and isinstance(err["input"], (int, float)):
+            msg += " (quote it in YAML)"
+    return msg
+
+
+def validate_matrix(data: Any, lines: Lines | None = None, file: str | Path = "<matrix>") -> Matrix:
+    """Validate parsed YAML into a :class:`Matrix`; the first problem raises :class:`MatrixError`."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise MatrixError(file, lines.get(()), None,
+                          "a matrix file must be a mapping with name:, engines:, models: and matrix:")
+    try:
+        return Matrix.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        # A missing key is reported on its parent; every other key exists in the file.
+        path = _data_path(data, err["loc"], keep_last=False)
+        raise MatrixError(file, _nearest_line(lines, path), format_key(path),
+                          _message(err, data, path)) from None
+    except _Invalid as exc:
+        path = _data_path(data, exc.loc, keep_last=False)
+        raise MatrixError(file, _nearest_line(lines, path), format_key(path), exc.message) from None
+
+
+def load_matrix(path: str | Path) -> Matrix:
+    """Read and validate a matrix file; any problem raises a one-line :class:`MatrixError`."""
+    data, lines = load_with_lines(path)
+    return validate_matrix(data, lines, path)

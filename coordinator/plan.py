@@ -1,0 +1,197 @@
+"""Planning: a validated matrix becomes concrete cells, each with its build and its spec.
+
+Axes split three ways - build (ref + cmake flags), model (model, quant), run (everything
+else) - and cells are ordered by build so each build happens once per agent.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+
+from tabulate import tabulate
+
+from agent import cellspec as spec_types
+from coordinator.cli import EXIT_OK, UserError
+from coordinator.hardware_match import matches
+from coordinator.matrix import Matrix, MatrixError, load_matrix
+
+IK_ONLY_FLAGS = ("rtr", "fmoe")     # off is simply "not asked for" on mainline
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:40] or "cell"
+
+
+@dataclass
+class PlannedCell:
+    cell_id: str
+    params: dict                # the cell's axis values (what the table shows)
+    settings: dict              # defaults + args + axis values (what runs)
+    engine_name: str
+    engine: object
+    ref: object
+    model_name: str
+    model: object
+    matrix: Matrix = field(repr=False)
+    matrix_hash: str = ""
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={_show(v)}" for k, v in self.params.items() if k != "model" or len(self.matrix.models) > 1)
+
+    @property
+    def build_label(self) -> str:
+        flags = " ".join(self.engine.build.cmake) if self.engine.build else ""
+        return f"{self.engine_name}@{self.ref.name} ({self.ref.kind} {self.ref.value})" + (f" {flags}" if flags else "")
+
+    @property
+    def build_order(self) -> tuple:
+        return (self.engine_name, self.ref.name, tuple(self.engine.build.cmake if self.engine.build else ()))
+
+    def tool_args(self) -> dict:
+        s = dict(self.settings)
+        batch = s.pop("batch", None)
+        if isinstance(batch, dict):
+            s["batch"], s["ubatch"] = batch.get("b"), batch.get("ub", s.get("ubatch"))
+        elif batch is not None:
+            s["batch"] = batch
+        args = {k: v for k, v in s.items() if k in spec_types.ToolArgs.model_fields and v is not None}
+        if self.engine.kind == "llama.cpp":
+            for flag in IK_ONLY_FLAGS:
+                if args.get(flag) is False:
+                    args.pop(flag)
+        return args
+
+    def to_spec(self, run_id: str, store_url: str) -> spec_types.CellSpec:
+        m = self.matrix
+        engine = spec_types.EngineSpec(
+            name=self.engine_name, kind=self.engine.kind, repo=self.engine.repo,
+            sdist=spec_types.SdistSource(**self.engine.sdist.model_dump()) if self.engine.sdist else None,
+            cmake=list(self.engine.build.cmake) if self.engine.build else [])
+        model = spec_types.ModelSpec(
+            name=self.model_name, path=self.model.path, sha256=self.model.sha256, generate=self.model.generate,
+            params=self.model.params.model_dump(exclude_none=True) if self.model.params else {})
+        return spec_types.CellSpec(
+            run_id=run_id, matrix_name=m.name, matrix_hash=self.matrix_hash, cell_id=self.cell_id,
+            params=self.params, engine=engine,
+            ref=spec_types.RefSpec(name=self.ref.name, kind=self.ref.kind, value=str(self.ref.value)),
+            model=model, quant=self.settings.get("quant"), tool=self.settings["tool"],
+            args=spec_types.ToolArgs(**self.tool_args()), gpus=self.settings.get("gpus"),
+            repetitions=spec_types.Repetitions(**m.repetitions.model_dump()),
+            hygiene=spec_types.Hygiene(**m.hygiene.model_dump()),
+            timeout_s=float(m.timeout_s), store_url=store_url)
+
+
+@dataclass
+class Plan:
+    path: str
+    matrix: Matrix
+    matrix_hash: str
+    cells: list[PlannedCell]
+
+    @property
+    def name(self) -> str:
+        return self.matrix.name
+
+    @property
+    def default_run_id(self) -> str:
+        """The same matrix (as normalized) maps to the same run, so a re-run resumes."""
+        return f"{self.matrix.name}-{self.matrix_hash}"
+
+    @property
+    def baseline(self) -> dict | None:
+        if not self.matrix.compare or not self.matrix.compare.baseline:
+            return None
+        return {k: v for k, v in self.matrix.compare.baseline.model_dump(exclude_none=True).items()}
+
+
+def _show(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, dict):
+        return ",".join(f"{k}{v}" for k, v in value.items())
+    return str(value)
+
+
+def load_plan(path: str) -> Plan:
+    try:
+        matrix = load_matrix(path)
+    except MatrixError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from None
+    matrix_hash = _digest(matrix.model_dump(mode="json"))[:12]
+    cells = []
+    for params in matrix.cells():
+        settings = matrix.cell_settings(params)
+        engine_name, engine = matrix.engine_of(params["ref"])
+        model_name = params.get("model") or next(iter(matrix.models))
+        cells.append(PlannedCell(
+            cell_id=f"{_slug(params['ref'])}-{_digest(params)[:10]}", params=params, settings=settings,
+            engine_name=engine_name, engine=engine, ref=matrix.refs()[params["ref"]],
+            model_name=model_name, model=matrix.models[model_name], matrix=matrix, matrix_hash=matrix_hash))
+    return Plan(path=str(path), matrix=matrix, matrix_hash=matrix_hash, cells=cells)
+
+
+def cell_requirement(cell: PlannedCell, profile: dict) -> str | None:
+    """The first reason ``profile`` cannot run ``cell``, or None."""
+    ok, reason = matches(cell.matrix.hardware, profile)
+    if not ok:
+        return reason
+    want = cell.settings.get("gpus")
+    have = (profile.get("gpus") or {}).get("count", 0)
+    if want and have < want:
+        return f"needs {want} GPUs for gpus={want}, has {have}"
+    return None
+
+
+def match_cells(plan: Plan, profile: dict) -> tuple[list[PlannedCell], list[tuple[PlannedCell, str]]]:
+    matched, unmatched = [], []
+    for cell in plan.cells:
+        reason = cell_requirement(cell, profile)
+        if reason:
+            unmatched.append((cell, reason))
+        else:
+            matched.append(cell)
+    return matched, unmatched
+
+
+def unmatched_listing(unmatched: list[tuple[PlannedCell, str]], host: str) -> str:
+    rows = [(c.cell_id, c.label, f"{host}: {reason}") for c, reason in unmatched]
+    return tabulate(rows, headers=["cell", "params", "why no agent matches"], tablefmt="simple")
+
+
+def print_plan(path: str) -> int:
+    from agent.probe import ProfileError, probe
+
+    plan = load_plan(path)
+    try:
+        profile = probe()
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+    pdict = profile.model_dump()
+    rows, builds, n_match = [], {}, 0
+    for cell in plan.cells:
+        reason = cell_requirement(cell, pdict)
+        n_match += reason is None
+        builds.setdefault(cell.build_label, len(builds) + 1)
+        rows.append((cell.cell_id, cell.label, cell.settings["tool"], f"#{builds[cell.build_label]}",
+                     "yes" if reason is None else f"no: {reason}"))
+    print(f"matrix {plan.name} ({plan.path}): {len(plan.cells)} cells, {len(builds)} builds, "
+          f"run id {plan.default_run_id}")
+    print(tabulate(rows, headers=["cell", "params", "tool", "build", f"runs here ({profile.hostname})"],
+                   tablefmt="simple"))
+    print("\nbuilds:")
+    for label, n in builds.items():
+        print(f"  #{n} {label}")
+    print(f"\nthis machine ({profile.hostname}, class {profile.hardware_class}) matches {n_match} of "
+          f"{len(plan.cells)} cells" + ("" if n_match else "; `hwmatrix run` would refuse them"))
+    sys.stdout.flush()
+    return EXIT_OK
