@@ -15,6 +15,11 @@ from agent.store import Clash, log_key, open_store, result_key
 
 
 def spool_root() -> Path:
+    """HWMATRIX_SPOOL, else <cache>/spool."""
+    explicit = os.environ.get("HWMATRIX_SPOOL")
+    if explicit:
+        Path(explicit).mkdir(parents=True, exist_ok=True)
+        return Path(explicit)
     return cache_dir("spool")
 
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-class UserError(Exception):
-    """A foreseeable mistake: printed as one line, exit code 2."""
+from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 
 
 def cmd_probe(args) -> int:
@@ -70,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"hwmatrix: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return EXIT_OK
     except KeyboardInterrupt:
         print("hwmatrix: interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tabulate import tabulate
 
 from agent import cellspec as spec_types
-from coordinator.cli import EXIT_OK, UserError
+from coordinator.errors import EXIT_OK, UserError
 from coordinator.hardware_match import matches
 from coordinator.matrix import Matrix, MatrixError, load_matrix
 

@@ -10,7 +10,7 @@ from agent.paths import default_store_url
 from agent.probe import ProfileError, probe, profile_labels
 from agent.record import utc_now
 from agent.store import StoreError, manifest_key, open_store, results_prefix
-from coordinator.cli import EXIT_BAD_INPUT, EXIT_CELLS_FAILED, EXIT_OK, UserError
+from coordinator.errors import EXIT_BAD_INPUT, EXIT_CELLS_FAILED, EXIT_OK, UserError
 from coordinator.plan import Plan, load_plan, match_cells, unmatched_listing
 from coordinator.table import comparison_table
 

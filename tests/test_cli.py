@@ -1,0 +1,121 @@
+"""The CLI as a user meets it: one-line errors with exit 2, plans, refusals, faulty cells."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, hwmatrix
+from tests.fake_engine import make_fake_engine_repo
+
+GOOD = """name: t
+engines:
+  mainline: {kind: llama.cpp, sdist: {package: llama-cpp-python, versions: ["0.3.35", "0.3.36"]}}
+models:
+  tiny: {generate: tiny-llama}
+matrix:
+  ref: [{name: a, tag: v0.3.35}]
+  quant: [Q8_0]
+"""
+
+
+@pytest.mark.parametrize("broken, key", [
+    (GOOD.replace("quant: [Q8_0]", "quant: [IQ3_XX]"), "quant"),
+    (GOOD.replace("quant: [Q8_0]", "quant: [Q8_0]\n  colour: [red]"), "colour"),
+    (GOOD.replace("tag: v0.3.35", "tag: 'v0..35'"), "tag"),
+    (GOOD.replace("kind: llama.cpp,", "kind: llama.cpp, build: {cmake: [-DCMAKE_C_COMPILER_LAUNCHER=sh]},"), "cmake"),
+    (GOOD.replace("matrix:", "hardware: {gpu: {count: '>=4,<2'}}\nmatrix:"), "count"),
+    (GOOD.replace("quant: [Q8_0]", "quant: [Q8_0"), None),
+])
+def test_plan_of_a_malformed_matrix_exits_2_with_one_line_naming_file_line_and_key(tmp_path, broken, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(broken)
+    result = hwmatrix("plan", str(path))
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert re.search(re.escape(str(path)) + r":\d+: ", message), message
+    if key:
+        assert key in message
+
+
+def test_plan_of_a_missing_file_is_a_one_line_error(tmp_path):
+    result = hwmatrix("plan", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_plan_exits_0_and_explains_why_this_machine_does_not_match_the_518_reproduction():
+    result = hwmatrix("plan", str(REPO / "matrices" / "ik-518-reproduction.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "matches 0 of 24 cells" in result.stdout
+    assert "no: needs" in result.stdout
+
+
+def test_run_refuses_cells_no_agent_matches_with_exit_2_and_the_listing(tmp_path):
+    path = tmp_path / "gpu.yaml"
+    path.write_text(GOOD.replace("matrix:", "hardware: {gpu: {count: '>=2'}}\nmatrix:"))
+    result = hwmatrix("run", str(path), "--store", (tmp_path / "store").as_uri(),
+                      env={"HWMATRIX_PROFILE": ""})
+    assert result.returncode == 2
+    assert "needs gpu count" in result.stderr and "--skip-unmatched" in result.stderr
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.json"))
+
+
+@pytest.mark.parametrize("fmt, load", [("json", json.loads), ("yaml", yaml.safe_load)])
+def test_probe_prints_the_profile_in_each_format(fmt, load):
+    result = hwmatrix("probe", "--format", fmt)
+    assert result.returncode == 0
+    profile = load(result.stdout)
+    assert profile["cpu"]["threads"] >= 1 and profile["hardware_class"]
+    assert profile["gpus"]["count"] == 0 or profile["gpus"]["devices"]
+
+
+def test_probe_with_a_broken_override_file_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "profile.yaml"
+    bad.write_text("cpu: [not, a, mapping")
+    result = hwmatrix("probe", env={"HWMATRIX_PROFILE": str(bad)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr and str(bad) in result.stderr
+
+
+@pytest.mark.engines
+def test_failing_cells_become_records_and_the_rest_of_the_sweep_goes_on(tmp_path):
+    fake = make_fake_engine_repo(tmp_path / "fake")
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    matrix = tmp_path / "faults.yaml"
+    matrix.write_text(f"""name: faults
+engines:
+  fake: {{kind: llama.cpp, repo: {fake}}}
+  mainline: {{kind: llama.cpp, sdist: {{package: llama-cpp-python, versions: ["0.3.35", "0.3.36"]}}}}
+models:
+  tiny: {{generate: tiny-llama}}
+  junk: {{path: {model}}}
+args: {{n_prompt: 16, n_gen: 4}}
+repetitions: 2
+hygiene: {{drop_caches: off}}
+timeout_s: 5
+matrix:
+  ref:
+    - {{name: hang, engine: fake, branch: hang}}
+    - {{name: crash, engine: fake, branch: crash}}
+    - {{name: garbage, engine: fake, branch: garbage}}
+    - {{name: broken, engine: fake, branch: broken}}
+    - {{name: real, engine: mainline, tag: v0.3.36}}
+  model: [junk, tiny]
+  exclude: [{{ref: real, model: junk}}, {{ref: hang, model: tiny}}, {{ref: crash, model: tiny}},
+            {{ref: garbage, model: tiny}}, {{ref: broken, model: tiny}}]
+""")
+    store = tmp_path / "store"
+    result = hwmatrix("run", str(matrix), "--store", store.as_uri(), env={"HWMATRIX_SPOOL": str(tmp_path / "sp")})
+    assert result.returncode == 1, result.stderr[-2000:]
+    statuses = {}
+    for path in store.glob("runs/*/results/*/*.json"):
+        rec = json.loads(path.read_text())
+        statuses[rec["params"]["ref"]] = rec["status"]
+        assert rec["logs"], rec["params"]
+    assert statuses == {"hang": "timeout", "crash": "run_failed", "garbage": "parse_error",
+                        "broken": "build_failed", "real": "ok"}
+    for status in ("timeout", "run_failed", "parse_error", "build_failed"):
+        assert status in result.stdout
