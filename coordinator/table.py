@@ -66,7 +66,8 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]], baseline
             rows.append(row)
     headers = [*varying, *(["class"] if show_class else []), "test", "pp t/s", "tg t/s",
                "Δ pp", "Δ tg", "status"]
-    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
+    align = ["left"] * (len(headers) - 5) + ["right"] * 4 + ["left"]
+    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
 
 
 def _display(value) -> str:
