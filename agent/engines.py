@@ -105,8 +105,8 @@ def metrics_from(tool: str, outputs: list[ParsedOutput]) -> dict[str, Metric]:
     first_rows = [out.sweep_rows[0] for out in outputs if out.sweep_rows]
     if first_rows:
         n_kv = first_rows[0].n_kv
-        metrics["pp_tps"] = Metric.from_samples(f"sweep pp{first_rows[0].pp}@n_kv={n_kv}",
+        metrics["pp_tps"] = Metric.from_samples(f"pp{first_rows[0].pp}@kv{n_kv} (sweep)",
                                                 [r.speed_pp for r in first_rows])
-        metrics["tg_tps"] = Metric.from_samples(f"sweep tg{first_rows[0].tg}@n_kv={n_kv}",
+        metrics["tg_tps"] = Metric.from_samples(f"tg{first_rows[0].tg}@kv{n_kv} (sweep)",
                                                 [r.speed_tg for r in first_rows])
     return metrics

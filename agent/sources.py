@@ -82,6 +82,8 @@ def normalize_repo(repo: str) -> str:
 def _ref_refspecs(ref_kind: str, value: str) -> list[str]:
     if ref_kind == "pr":
         return [f"+refs/pull/{int(value)}/head:refs/pull/{int(value)}/head"]
+    if ref_kind == "ref" and value.startswith("refs/") and not value.startswith(("refs/heads/", "refs/tags/")):
+        return [f"+{value}:{value}"]           # e.g. refs/pull/N/head given as a plain ref
     return ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
 
 

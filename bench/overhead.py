@@ -26,7 +26,7 @@ engines:
   mainline: {kind: llama.cpp, sdist: {package: llama-cpp-python, versions: ["0.3.35", "0.3.36"]}}
 models:
   tiny: {generate: tiny-llama}
-args: {n_prompt: 64, n_gen: 16, threads: 2, batch: 64, ubatch: 64}
+args: {n_prompt: 256, n_gen: 64, threads: 2}
 repetitions: 10
 hygiene: {drop_caches: off, warmup: 1}
 matrix:

@@ -75,6 +75,7 @@ def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool
     if todo:
         from coordinator.dispatch import dispatch, start_local_ray
 
+        print("starting the embedded Ray (this machine's profile as node labels)...", file=sys.stderr)
         start_local_ray(profile_labels(profile))
         specs = [c.to_spec(run_id, store_url) for c in sorted(todo, key=lambda c: c.build_order)]
         labels = {c.cell_id: c.label for c in plan.cells}

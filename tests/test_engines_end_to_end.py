@@ -22,7 +22,8 @@ MATRIX = f"""
 name: e2e
 engines:
   mainline: {{kind: llama.cpp, sdist: {{package: llama-cpp-python, versions: ["0.3.35", "0.3.36"]}}}}
-  ik: {{kind: ik_llama.cpp, sdist: {{package: ik-llama-cpp-python, versions: ["0.1.5"]}}}}
+  ik: {{kind: ik_llama.cpp, sdist: {{package: ik-llama-cpp-python, versions: ["0.1.5"]}},
+        build: {{cmake: [-DGGML_IQK_FA_ALL_QUANTS=OFF]}}}}
 models:
   tiny: {{generate: tiny-llama}}
 args: {{n_prompt: 32, n_gen: 8, ctx: 192, batch: 64, ubatch: 64, threads: 2}}

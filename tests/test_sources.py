@@ -38,7 +38,7 @@ def upstream(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind, value, rev", [
     ("branch", "master", "master"), ("branch", "feature", "feature"), ("tag", "t1", "t1"),
-    ("ref", "t0", "t0"), ("pr", "7", "refs/pull/7/head"),
+    ("ref", "t0", "t0"), ("pr", "7", "refs/pull/7/head"), ("ref", "refs/pull/7/head", "refs/pull/7/head"),
 ])
 def test_each_ref_kind_resolves_to_the_commit_git_names(upstream, kind, value, rev):
     resolved = resolve_git(str(upstream), kind, value)
