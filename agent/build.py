@@ -87,7 +87,7 @@ class BuildResult:
     binaries: dict[str, str]                 # target -> path
     binary_hash: dict[str, str]              # target -> sha256 over the binary and its shared libs
     log_path: Path
-    seconds: float
+    seconds: float          # compile time of this build (when cached: when it was built)
     cached: bool
     targets: list[str] = field(default_factory=list)
 
@@ -130,7 +130,7 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
             state = json.loads(state_file.read_text())
             if set(targets) <= set(state["targets"]) and all(Path(p).is_file() for p in state["binaries"].values()):
                 return BuildResult(key, root / "build", state["binaries"], state["binary_hash"], log_path,
-                                   0.0, True, state["targets"])
+                                   state.get("seconds", 0.0), True, state["targets"])
             targets = sorted(set(targets) | set(state["targets"]))
         else:
             shutil.rmtree(root, ignore_errors=True)
@@ -174,6 +174,8 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
             binaries[target] = str(path)
             hashes[target] = _hash_binary(bin_dir, target)
         seconds = time.monotonic() - started
+        if state_file.is_file():          # an incremental build for more targets: keep the total
+            seconds += json.loads(state_file.read_text()).get("seconds", 0.0)
         state_file.write_text(json.dumps({"key": asdict(key), "targets": targets, "binaries": binaries,
                                           "binary_hash": hashes, "seconds": seconds}, indent=2))
         return BuildResult(key, build_dir, binaries, hashes, log_path, seconds, False, targets)

@@ -100,3 +100,6 @@ class CellSpec(_Strict):
     hygiene: Hygiene = Field(default_factory=Hygiene)
     timeout_s: float = 1800.0
     store_url: str
+    # Every target the cells sharing this build need, so the build is configured and
+    # compiled once; empty means just what this cell needs.
+    build_targets: list[str] = Field(default_factory=list)

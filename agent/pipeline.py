@@ -35,7 +35,7 @@ def _targets(spec: CellSpec) -> list[str]:
     targets = [spec.tool]
     if spec.quant:
         targets.append("llama-quantize")
-    return targets
+    return sorted(set(targets) | set(spec.build_targets))
 
 
 def _gpu_env(gpus: int | None) -> dict[str, str]:

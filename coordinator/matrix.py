@@ -28,7 +28,7 @@ from coordinator.yaml_lines import Lines, MatrixError, format_key, load_with_lin
 __all__ = [
     "MatrixError", "Matrix", "Engine", "Sdist", "Build", "Model", "TinyParams", "RefSpec",
     "ToolArgs", "Repetitions", "Hygiene", "HardwareSpec", "CpuSpec", "GpuSpec", "Range",
-    "BatchPair", "MatrixAxes", "CellSpec", "Compare", "load_matrix", "validate_matrix",
+    "BatchPair", "MatrixAxes", "AxisValues", "Compare", "load_matrix", "validate_matrix",
     "expand_axes", "KNOWN_QUANTS", "AXIS_NAMES", "ARG_NAMES",
 ]
 
@@ -514,33 +514,14 @@ def _axis(name: str, extra_doc: str = ""):
     return Field(None, min_length=1, description=_ARG_DOCS[name] + extra_doc, **kw)
 
 
-class CellSpec(_Strict):
+class AxisValues(ToolArgs):
     """An include/exclude entry or a compare baseline: one value per named axis."""
     ref: str | None = Field(None, description="a ref name from matrix.ref")
     model: str | None = Field(None, description="a model name from models:")
     quant: Quant | None = Field(None, description="quant type")
     gpus: NonNegInt | None = Field(None, description="number of GPUs visible (the first k)")
     tool: ToolName | None = Field(None, description="benchmark tool")
-    n_prompt: NonNegInt | None = _f("n_prompt")
-    n_gen: NonNegInt | None = _f("n_gen")
-    depth: NonNegInt | None = _f("depth")
-    batch: Batch | None = _f("batch")
-    ubatch: PosInt | None = _f("ubatch")
-    threads: PosInt | None = _f("threads")
-    ngl: Ngl | None = _f("ngl")
-    fa: bool | None = _f("fa")
-    ctk: KvType | None = _f("ctk")
-    ctv: KvType | None = _f("ctv")
-    mla: Mla | None = _f("mla")
-    amb: NonNegInt | None = _f("amb")
-    rtr: bool | None = _f("rtr")
-    fmoe: bool | None = _f("fmoe")
-    ctx: PosInt | None = _f("ctx")
-    nrep: PosInt | None = _f("nrep")
-    sm: SplitMode | None = _f("sm")
-    ts: TensorSplit | None = _f("ts")
-    ot: OneLine | None = _f("ot")
-    mmap: bool | None = _f("mmap")
+    batch: Batch | None = _f("batch")           # here a {b, ub} pair is allowed too
 
     def values(self) -> dict:
         """The keys the file gave, by long name, as plain values (a batch pair becomes a dict)."""
@@ -578,8 +559,8 @@ class MatrixAxes(_Strict):
     ts: list[TensorSplit] | None = _axis("ts")
     ot: list[OneLine] | None = _axis("ot")
     mmap: list[bool] | None = _axis("mmap")
-    exclude: list[CellSpec] = Field(default_factory=list, description="partial combinations to drop")
-    include: list[CellSpec] = Field(default_factory=list, description="combinations to extend or add")
+    exclude: list[AxisValues] = Field(default_factory=list, description="partial combinations to drop")
+    include: list[AxisValues] = Field(default_factory=list, description="combinations to extend or add")
 
     _order: list[str] = PrivateAttr(default_factory=list)
 
@@ -716,7 +697,7 @@ class HardwareSpec(_Strict):
 
 class Compare(_Strict):
     """What reports compare against: the baseline cell values and the metrics shown."""
-    baseline: CellSpec = Field(description="axis values of the baseline, e.g. {ref: a}")
+    baseline: AxisValues = Field(description="axis values of the baseline, e.g. {ref: a}")
     metrics: list[Annotated[str, AfterValidator(lambda v: v if re.fullmatch(r"[a-z][a-z0-9_]*", v) else _fail(
         f"{v!r} is not a metric name"))]] = Field(
         default_factory=lambda: ["pp_tps", "tg_tps"], min_length=1, description="metrics to compare")
@@ -1019,7 +1000,7 @@ def _message(err: dict, data: Any, path: tuple) -> str:
         model = _candidate_model(loc[:-1])
         names = list(model.model_fields) if model else []
         names += [a for a, long in ALIASES.items() if long in names]
-        what = ("axis" if model in (MatrixAxes, CellSpec) else "arg" if model is ToolArgs else "key")
+        what = ("axis" if model in (MatrixAxes, AxisValues) else "arg" if model is ToolArgs else "key")
         return f"unknown {what} {key!r}" + did_you_mean(str(key), names)
     if kind == "missing":
         return f"missing required key {loc[-1]!r}"

@@ -69,7 +69,10 @@ class PlannedCell:
                     args.pop(flag)
         return args
 
-    def to_spec(self, run_id: str, store_url: str) -> spec_types.CellSpec:
+    def needed_targets(self) -> set[str]:
+        return {self.settings["tool"]} | ({"llama-quantize"} if self.settings.get("quant") else set())
+
+    def to_spec(self, run_id: str, store_url: str, build_targets: set[str] = frozenset()) -> spec_types.CellSpec:
         m = self.matrix
         engine = spec_types.EngineSpec(
             name=self.engine_name, kind=self.engine.kind, repo=self.engine.repo,
@@ -86,7 +89,8 @@ class PlannedCell:
             args=spec_types.ToolArgs(**self.tool_args()), gpus=self.settings.get("gpus"),
             repetitions=spec_types.Repetitions(**m.repetitions.model_dump()),
             hygiene=spec_types.Hygiene(**m.hygiene.model_dump()),
-            timeout_s=float(m.timeout_s), store_url=store_url)
+            timeout_s=float(m.timeout_s), store_url=store_url,
+            build_targets=sorted(build_targets | self.needed_targets()))
 
 
 @dataclass
@@ -138,6 +142,14 @@ def load_plan(path: str) -> Plan:
             engine_name=engine_name, engine=engine, ref=matrix.refs()[params["ref"]],
             model_name=model_name, model=matrix.models[model_name], matrix=matrix, matrix_hash=matrix_hash))
     return Plan(path=str(path), matrix=matrix, matrix_hash=matrix_hash, cells=cells)
+
+
+def build_targets(cells: list[PlannedCell]) -> dict[tuple, set[str]]:
+    """build -> every target its cells need: one configure and one compile per build."""
+    targets: dict[tuple, set[str]] = {}
+    for cell in cells:
+        targets.setdefault(cell.build_order, set()).update(cell.needed_targets())
+    return targets
 
 
 def cell_requirement(cell: PlannedCell, profile: dict) -> str | None:

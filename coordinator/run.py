@@ -11,7 +11,7 @@ from agent.probe import ProfileError, probe, profile_labels
 from agent.record import utc_now
 from agent.store import StoreError, manifest_key, open_store, results_prefix
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_CELLS_FAILED, EXIT_OK, UserError
-from coordinator.plan import Plan, load_plan, match_cells, unmatched_listing
+from coordinator.plan import Plan, build_targets, load_plan, match_cells, unmatched_listing
 from coordinator.table import comparison_table
 
 
@@ -77,7 +77,9 @@ def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool
 
         print("starting the embedded Ray (this machine's profile as node labels)...", file=sys.stderr)
         start_local_ray(profile_labels(profile))
-        specs = [c.to_spec(run_id, store_url) for c in sorted(todo, key=lambda c: c.build_order)]
+        targets = build_targets(todo)
+        specs = [c.to_spec(run_id, store_url, targets[c.build_order])
+                 for c in sorted(todo, key=lambda c: c.build_order)]
         labels = {c.cell_id: c.label for c in plan.cells}
         dispatch(specs, {"hwm-class": profile.hardware_class}, labels,
                  already_done=len(done), total=len(done) + len(todo))

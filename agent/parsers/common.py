@@ -182,3 +182,16 @@ def line_starts(text: str) -> list[int]:
         if ch == "\n":
             starts.append(i + 1)
     return starts
+
+
+def scan_all(lines: list[str], scan) -> list:
+    """Every block that ``scan(lines, i) -> (block, next_i) | None`` finds, in order."""
+    blocks, i = [], 0
+    while i < len(lines):
+        found = scan(lines, i)
+        if found is None:
+            i += 1
+            continue
+        blocks.append(found[0])
+        i = found[1]
+    return blocks

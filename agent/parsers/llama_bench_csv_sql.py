@@ -6,7 +6,7 @@ import csv
 import re
 import sqlite3
 
-from .common import bench_row_from_record, build_info, engine_from_keys
+from .common import bench_row_from_record, build_info, engine_from_keys, scan_all
 from .types import ParsedOutput, ParseError
 
 _CREATE_RE = re.compile(r"^\s*CREATE\s+TABLE\s", re.IGNORECASE)
@@ -44,15 +44,7 @@ def scan_csv(lines: list[str], i: int) -> tuple[ParsedOutput, int] | None:
 
 def parse_llama_bench_csv(text: str) -> ParsedOutput:
     """All llama-bench CSV blocks in text (loader lines before the header are skipped)."""
-    lines = text.split("\n")
-    parts, i = [], 0
-    while i < len(lines):
-        found = scan_csv(lines, i)
-        if found is None:
-            i += 1
-            continue
-        parts.append(found[0])
-        i = found[1]
+    parts = scan_all(text.split("\n"), scan_csv)
     if not parts:
         raise ParseError("expected llama-bench CSV: a header line starting with 'build_commit,'")
     rows = [r for p in parts for r in p.bench_rows]
@@ -144,15 +136,7 @@ def scan_sql(lines: list[str], i: int) -> tuple[ParsedOutput, int] | None:
 
 def parse_llama_bench_sql(text: str) -> ParsedOutput:
     """Run the `-o sql` text (CREATE TABLE test/llama_bench + INSERTs) in an in-memory sqlite3 DB."""
-    lines = text.split("\n")
-    block, i = [], 0
-    while i < len(lines):
-        found = sql_block(lines, i)
-        if found is None:
-            i += 1
-            continue
-        block.extend(found[0])
-        i = found[1]
+    block = [line for part in scan_all(text.split("\n"), sql_block) for line in part]
     if not block:
         raise ParseError("expected llama-bench SQL: CREATE TABLE test (...) / INSERT INTO test ... lines")
     return run_sql(block)

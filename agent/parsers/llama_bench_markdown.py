@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .common import (BUILD_FOOTER_RE, IK, MAINLINE, build_info, coerce, normalize_label, split_label)
+from .common import (BUILD_FOOTER_RE, IK, MAINLINE, build_info, coerce, normalize_label, scan_all,
+                     split_label)
 from .types import BenchRow, ParsedOutput, ParseError
 
 _SEP_RE = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)+\|?\s*$")
@@ -178,16 +179,7 @@ def scan_bench_table(lines: list[str], i: int) -> tuple[ParsedOutput, int] | Non
 
 def parse_llama_bench_markdown(text: str) -> ParsedOutput:
     """All llama-bench tables in text, rows in order; each row's fields carry its table's build footer."""
-    lines = text.split("\n")
-    parts: list[ParsedOutput] = []
-    i = 0
-    while i < len(lines):
-        found = scan_bench_table(lines, i)
-        if found is None:
-            i += 1
-            continue
-        parts.append(found[0])
-        i = found[1]
+    parts: list[ParsedOutput] = scan_all(text.split("\n"), scan_bench_table)
     if not parts:
         raise ParseError("expected a llama-bench markdown table: a '| ... | test | t/s |' header "
                          "followed by a '|---|' separator line")

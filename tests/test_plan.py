@@ -1,0 +1,45 @@
+"""Planning the demo matrix: cells, builds, run ids and the specs handed to agents."""
+from __future__ import annotations
+
+from coordinator.plan import build_targets, load_plan
+from tests.conftest import REPO
+
+DEMO = REPO / "matrices" / "demo.yaml"
+
+
+def test_demo_expands_to_the_documented_cells_and_three_builds():
+    plan = load_plan(str(DEMO))
+    assert len(plan.cells) == 17
+    assert len({c.build_order for c in plan.cells}) == 3
+    assert sum(c.settings["tool"] == "llama-sweep-bench" for c in plan.cells) == 1
+    assert len({c.cell_id for c in plan.cells}) == 17
+
+
+def test_every_cell_of_a_build_asks_for_all_targets_of_that_build():
+    plan = load_plan(str(DEMO))
+    targets = build_targets(plan.cells)
+    ik = next(c for c in plan.cells if c.engine_name == "ik" and c.settings["tool"] == "llama-bench")
+    spec = ik.to_spec("r", "file:///tmp/x", targets[ik.build_order])
+    assert spec.build_targets == ["llama-bench", "llama-quantize", "llama-sweep-bench"]
+    mainline = next(c for c in plan.cells if c.engine_name == "mainline")
+    assert "llama-sweep-bench" not in targets[mainline.build_order]
+
+
+def test_run_id_ignores_comments_and_layout_but_not_content(tmp_path):
+    text = DEMO.read_text()
+    reformatted = tmp_path / "a.yaml"
+    reformatted.write_text("# another comment\n" + text.replace("repetitions: 10", "repetitions:   10  # same"))
+    changed = tmp_path / "b.yaml"
+    changed.write_text(text.replace("repetitions: 10", "repetitions: 11"))
+    base = load_plan(str(DEMO)).default_run_id
+    assert load_plan(str(reformatted)).default_run_id == base
+    assert load_plan(str(changed)).default_run_id != base
+
+
+def test_mainline_cells_do_not_pass_ik_only_flags_that_are_off():
+    plan = load_plan(str(DEMO))
+    mainline = next(c for c in plan.cells if c.engine_name == "mainline")
+    spec = mainline.to_spec("r", "file:///tmp/x")
+    assert spec.args.rtr is None and mainline.params["rtr"] is False
+    ik_on = next(c for c in plan.cells if c.engine_name == "ik" and c.params.get("rtr") is True)
+    assert ik_on.to_spec("r", "file:///tmp/x").args.rtr is True
