@@ -39,9 +39,9 @@ def write_manifest(store, plan: Plan, run_id: str, records: dict[str, list[dict]
     store.put(manifest_key(run_id), json.dumps(manifest, indent=1).encode(), on_clash="replace")
 
 
-def render_table(plan: Plan, records: dict[str, list[dict]]) -> str:
+def render_table(plan: Plan, records: dict[str, list[dict]], not_run: dict[str, str] | None = None) -> str:
     cells = [{"cell_id": c.cell_id, "params": c.params} for c in plan.cells]
-    return comparison_table(cells, records, plan.baseline)
+    return comparison_table(cells, records, plan.baseline, not_run)
 
 
 def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool) -> int:
@@ -85,6 +85,6 @@ def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool
                  already_done=len(done), total=len(done) + len(todo))
         records = stored_records(store, run_id)
     write_manifest(store, plan, run_id, records, "complete")
-    print(render_table(plan, records))
+    print(render_table(plan, records, {c.cell_id: "skipped: no agent matches" for c, _ in unmatched}))
     statuses = [r["status"] for c in matched for r in records.get(c.cell_id, [])[:1]]
     return EXIT_OK if statuses and all(s == "ok" for s in statuses) else EXIT_CELLS_FAILED

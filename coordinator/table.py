@@ -26,8 +26,10 @@ def _key(params: dict) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
-def comparison_table(cells: list[dict], records: dict[str, list[dict]], baseline: dict | None) -> str:
-    """``cells``: [{cell_id, params}] in plan order; ``records``: cell_id -> its records."""
+def comparison_table(cells: list[dict], records: dict[str, list[dict]], baseline: dict | None,
+                     not_run: dict[str, str] | None = None) -> str:
+    """``cells``: [{cell_id, params}] in plan order; ``records``: cell_id -> its records;
+    ``not_run``: cell_id -> why a cell without records was not run (else it shows "missing")."""
     columns: list[str] = []
     for cell in cells:
         for k in cell["params"]:
@@ -62,7 +64,7 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]], baseline
                     row.append("baseline")
                 else:
                     row.append(_change(metrics.get(name), (base_rec or {}).get("metrics", {}).get(name)))
-            row.append(rec["status"] if rec else "missing")
+            row.append(rec["status"] if rec else (not_run or {}).get(cell["cell_id"], "missing"))
             rows.append(row)
     headers = [*varying, *(["class"] if show_class else []), "test", "pp t/s", "tg t/s",
                "Δ pp", "Δ tg", "status"]

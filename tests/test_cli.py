@@ -119,3 +119,12 @@ matrix:
                         "broken": "build_failed", "real": "ok"}
     for status in ("timeout", "run_failed", "parse_error", "build_failed"):
         assert status in result.stdout
+
+
+def test_skip_unmatched_runs_nothing_it_cannot_place_and_says_so_in_the_table(tmp_path):
+    path = tmp_path / "gpu.yaml"
+    path.write_text(GOOD.replace("matrix:", "hardware: {gpu: {count: '>=2'}}\nmatrix:"))
+    result = hwmatrix("run", str(path), "--store", (tmp_path / "store").as_uri(), "--skip-unmatched")
+    assert "skipped: no agent matches" in result.stdout
+    assert result.returncode == 1          # nothing was measured
+    assert not list((tmp_path / "store").rglob("results/*/*.json"))
