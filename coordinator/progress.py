@@ -33,18 +33,33 @@ class RunProgress:
             console=self.console, transient=False,
         )
         self.task = self.progress.add_task("cells", total=total, completed=already_done, phase="")
+        self.live = self.console.is_terminal          # a log file gets one line per event instead
+        self.done, self.total, self.started = already_done, total, time.monotonic()
+        self.last_phase = ""
 
     def __enter__(self) -> "RunProgress":
-        self.progress.__enter__()
+        if self.live:
+            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
+        if self.live:
+            self.progress.__exit__(*exc)
 
     def show_phase(self, label: str, phase: str, detail: str) -> None:
-        self.progress.update(self.task, phase=f"{label}: {phase} {detail}")
+        text = f"{label}: {phase} {detail}"
+        if self.live:
+            self.progress.update(self.task, phase=text)
+        elif text != self.last_phase and phase in ("build", "quantize"):
+            self.console.print(f"  {text}", highlight=False)
+        self.last_phase = text
 
     def cell_done(self, label: str, status: str) -> None:
-        self.progress.advance(self.task)
-        if status != "ok":
-            self.progress.console.print(f"[red]{label}: {status}")
+        self.done += 1
+        if self.live:
+            self.progress.advance(self.task)
+            if status != "ok":
+                self.progress.console.print(f"[red]{label}: {status}")
+            return
+        elapsed = time.monotonic() - self.started
+        self.console.print(f"[{self.done}/{self.total}] {label}: {status} ({elapsed:.0f} s)", highlight=False)
