@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -45,13 +46,20 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _launcher(argv: list[str]) -> list[str]:
+    """Tie the engine's life to ours: if the agent dies (SIGKILL, Ctrl-C of the driver that
+    owns it), the kernel kills the engine too (PR_SET_PDEATHSIG via util-linux setpriv)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+
+
 def run_process(argv: list[str], timeout_s: float, stdout_path: Path, stderr_path: Path,
                 env: dict[str, str] | None = None, cwd: Path | None = None) -> ProcessResult:
     """Run ``argv`` in its own session; on timeout (or our own death) the whole group dies."""
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(_launcher(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 env=env if env is not None else engine_env(), cwd=cwd,
                                 start_new_session=True)
         verdict: dict[str, bool] = {"timed_out": False, "truncated": False}

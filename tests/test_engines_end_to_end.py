@@ -139,3 +139,21 @@ def test_rerun_resumes_without_rebuilding_or_remeasuring_and_prints_the_same_tab
     assert again.stdout == e2e["first"].stdout
     after = {p: p.stat().st_mtime_ns for p in e2e["store"].glob("runs/*/results/*/*.json")}
     assert after == before
+
+
+def test_benchmark_intervals_on_the_machine_never_overlap(e2e):
+    """Each cell holds the node's single benchmark slot, so measurements are serialized."""
+    from datetime import datetime
+
+    spans = sorted((datetime.fromisoformat(r["timestamps"]["bench_started"]),
+                    datetime.fromisoformat(r["timestamps"]["bench_finished"])) for r in e2e["records"].values())
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert end <= start
+
+
+def test_records_carry_this_machines_profile_and_class(e2e):
+    from agent.probe import probe
+
+    for rec in e2e["records"].values():
+        assert rec["hardware_class"] == probe().hardware_class
+        assert rec["hardware"]["cpu"]["threads"] >= 1
