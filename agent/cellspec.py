@@ -54,7 +54,7 @@ class Repetitions(_Strict):
 
 class Hygiene(_Strict):
     drop_caches: Literal["prefer", "require", "off"] = "prefer"
-    warmup: int = 1              # 0 turns the tool's own warmup pass off
+    warmup: int = 1              # 0: tool's own warmup off; 1: on; N > 1: plus N-1 untimed runs
     cooldown_s: float = 0.0
     max_load: float | None = None   # wait until the 1-min load per core is below this
 

@@ -84,6 +84,16 @@ def invocations(spec: CellSpec, binary: str, model: str) -> list[list[str]]:
     return [sweep_bench_argv(binary, model, spec.args, spec.hygiene.warmup) for _ in range(reps)]
 
 
+def warmup_invocations(spec: CellSpec, binary: str, model: str) -> list[list[str]]:
+    """Untimed runs before the measured ones (hygiene.warmup beyond the tool's own pass)."""
+    extra = max(0, spec.hygiene.warmup - 1)
+    if spec.tool == "llama-bench":
+        argv = llama_bench_argv(binary, spec.engine.kind, model, spec.args, 1, spec.hygiene.warmup)
+    else:
+        argv = sweep_bench_argv(binary, model, spec.args, spec.hygiene.warmup)
+    return [argv] * extra
+
+
 def parse_output(tool: str, stdout: str, stderr: str) -> ParsedOutput:
     """llama-bench prints JSON on stdout; sweep-bench prints its table on stderr."""
     if tool == "llama-bench":

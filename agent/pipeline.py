@@ -115,6 +115,17 @@ def _run(spec: CellSpec, record: ResultRecord, work: Path, logs: dict[str, Path]
 
     deadline = time.monotonic() + spec.timeout_s
     env = engine_env(_gpu_env(spec.gpus))
+    warmups = engines.warmup_invocations(spec, str(built.bin(spec.tool)), str(mfile.path))
+    for i, argv in enumerate(warmups):
+        report("warmup", f"{i + 1}/{len(warmups)}")
+        result = run_process(argv, max(1.0, deadline - time.monotonic()), work / "warmup.out", work / "warmup.err",
+                             env=env)
+        if result.timed_out or result.exit_code != 0:
+            logs["warmup.err"] = work / "warmup.err"
+            record.status = "timeout" if result.timed_out else "run_failed"
+            record.error = f"warmup run {i + 1} {'timed out' if result.timed_out else f'exited with {result.exit_code}'}"
+            return
+    record.hygiene["extra_warmup_runs"] = len(warmups)
     outputs = []
     record.timestamps["bench_started"] = utc_now()
     for i, argv in enumerate(argvs):

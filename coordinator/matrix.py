@@ -605,7 +605,8 @@ class Hygiene(_Strict):
     """What the agent does around each measurement to keep runs comparable."""
     drop_caches: Literal["prefer", "require", "off"] = Field(
         "prefer", description="drop the page cache first: try (prefer), insist (require) or skip (off)")
-    warmup: NonNegInt = Field(1, description="untimed warmup runs")
+    warmup: NonNegInt = Field(1, description="untimed warmup passes: 0 = none (the tool's own warmup "
+                              "off), 1 = the tool's own pass, N > 1 = that plus N-1 untimed runs first")
     cooldown_s: Annotated[float, Field(ge=0)] = Field(0, description="seconds to idle between runs")
     max_load: Annotated[float, Field(ge=0)] | None = Field(
         None, description="wait until the 1-minute load average is below this (null = don't wait)")

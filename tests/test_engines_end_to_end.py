@@ -28,7 +28,7 @@ models:
   tiny: {{generate: tiny-llama}}
 args: {{n_prompt: 32, n_gen: 8, ctx: 192, batch: 64, ubatch: 64, threads: 2}}
 repetitions: {REPS}
-hygiene: {{drop_caches: prefer, warmup: 1}}
+hygiene: {{drop_caches: prefer, warmup: 2}}
 timeout_s: 300
 matrix:
   ref:
@@ -83,6 +83,13 @@ def test_records_carry_the_resolved_commit_and_the_vendored_upstream_commit(e2e)
     assert ik["engine"]["upstream_commit"] == "55d3c05bf"
     assert ik["engine"]["build"]["key"]["compiler"] and ik["engine"]["build"]["key"]["cmake"]
     assert len(ik["engine"]["binary_hash"]) == 64
+
+
+def test_hygiene_facts_are_recorded(e2e):
+    for rec in e2e["records"].values():
+        assert rec["hygiene"]["extra_warmup_runs"] == 1          # warmup: 2 = tool pass + 1 run
+        assert rec["hygiene"]["drop_caches"] == "prefer" and "caches_dropped" in rec["hygiene"]
+        assert "thp" in rec["hygiene"] and "governor" in rec["hygiene"]
 
 
 def test_mainline_json_schema_fields_are_parsed(e2e):

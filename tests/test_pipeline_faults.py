@@ -94,3 +94,11 @@ def test_a_failing_build_is_recorded_as_build_failed_with_the_build_log(env):
 def test_an_unknown_ref_is_recorded_as_build_failed_not_raised(env):
     record = run_cell(_spec(env["repo"], "no-such-branch", env["store"], env["model"]))
     assert record.status == "build_failed" and "no-such-branch" in record.error
+
+
+def test_extra_warmup_runs_are_untimed_and_a_failing_warmup_is_recorded(env):
+    spec = _spec(env["repo"], "crash", env["store"], env["model"]).model_copy(
+        update={"hygiene": Hygiene(drop_caches="off", warmup=3)})
+    record = run_cell(spec)
+    assert record.status == "run_failed" and record.error.startswith("warmup run 1")
+    assert record.tool["argv"] == []          # no timed run happened
