@@ -74,14 +74,23 @@ def sweep_bench_argv(binary: str, model: str, args: ToolArgs, warmup: int) -> li
     return argv
 
 
-def invocations(spec: CellSpec, binary: str, model: str) -> list[list[str]]:
-    """The processes one cell runs: llama-bench does all repetitions itself (-r); sweep-bench
-    measures each N_KV once per process, so repetitions are separate processes."""
+def invocation(spec: CellSpec, binary: str, model: str, reps: int) -> list[str]:
+    """One measuring process: llama-bench does ``reps`` repetitions itself (-r); sweep-bench
+    measures each N_KV once per process, so each of its repetitions is a process."""
     check_args(spec.engine.kind, spec.tool, spec.args)
-    reps = spec.repetitions.min
     if spec.tool == "llama-bench":
-        return [llama_bench_argv(binary, spec.engine.kind, model, spec.args, reps, spec.hygiene.warmup)]
-    return [sweep_bench_argv(binary, model, spec.args, spec.hygiene.warmup) for _ in range(reps)]
+        return llama_bench_argv(binary, spec.engine.kind, model, spec.args, reps, spec.hygiene.warmup)
+    return sweep_bench_argv(binary, model, spec.args, spec.hygiene.warmup)
+
+
+def next_batch(spec: CellSpec, done: int) -> int:
+    """Repetitions the next process should do: the minimum first, then top-ups of half of it."""
+    if spec.tool != "llama-bench":
+        return 1
+    rep = spec.repetitions
+    if done < rep.min:
+        return rep.min - done
+    return max(1, min(max(2, rep.min // 2), rep.max - done))
 
 
 def warmup_invocations(spec: CellSpec, binary: str, model: str) -> list[list[str]]:
@@ -108,9 +117,10 @@ def metrics_from(tool: str, outputs: list[ParsedOutput]) -> dict[str, Metric]:
         for out in outputs:
             for row in out.bench_rows:
                 name = "pp_tps" if row.n_gen == 0 else "tg_tps" if row.n_prompt == 0 else "pg_tps"
-                if name not in metrics:
-                    metrics[name] = Metric.from_samples(row.test, row.samples_ts or
-                                                        ([row.avg_ts] if row.avg_ts is not None else []))
+                samples = row.samples_ts or ([row.avg_ts] if row.avg_ts is not None else [])
+                # adaptive repetitions: later processes add to the first one's samples
+                previous = metrics[name].samples if name in metrics else []
+                metrics[name] = Metric.from_samples(row.test, previous + samples)
         return metrics
     first_rows = [out.sweep_rows[0] for out in outputs if out.sweep_rows]
     if first_rows:

@@ -18,7 +18,7 @@ from agent.cellspec import CellSpec
 from agent.parsers import ParseError
 from agent.paths import cache_dir
 from agent.probe import probe
-from agent.record import ResultRecord, utc_now
+from agent.record import ResultRecord, ci_half_width_pct, utc_now
 from agent.runner import engine_env, run_process
 from agent.sources import SourceError, resolve
 from agent.spool import deliver, spool_record
@@ -77,6 +77,25 @@ def run_cell(spec: CellSpec, report: Reporter | None = None) -> ResultRecord:
     return record
 
 
+def _precise_enough(metrics: dict, target_ci_pct: float | None) -> bool:
+    """Fixed repetitions stop at the minimum; adaptive ones once every metric's CI is tight."""
+    if target_ci_pct is None:
+        return True
+    return bool(metrics) and all(ci_half_width_pct(m.samples) <= target_ci_pct for m in metrics.values())
+
+
+def _keep_rows(record: ResultRecord, parsed, process: int) -> None:
+    for row in parsed.bench_rows:
+        record.bench_rows.append({"process": process, "test": row.test, "n_prompt": row.n_prompt,
+                                  "n_gen": row.n_gen, "n_depth": row.n_depth, "avg_ts": row.avg_ts,
+                                  "stddev_ts": row.stddev_ts, "samples_ts": row.samples_ts,
+                                  "samples_ns": row.samples_ns, "fields": row.fields})
+    for row in parsed.sweep_rows:
+        record.sweep_rows.append({"rep": process, "pp": row.pp, "tg": row.tg, "n_kv": row.n_kv, "t_pp": row.t_pp,
+                                  "speed_pp": row.speed_pp, "t_tg": row.t_tg, "speed_tg": row.speed_tg,
+                                  **row.extra})
+
+
 def _run(spec: CellSpec, record: ResultRecord, work: Path, logs: dict[str, Path], report: Reporter) -> None:
     report("checkout", f"{spec.engine.name}@{spec.ref.name}")
     try:
@@ -105,7 +124,7 @@ def _run(spec: CellSpec, record: ResultRecord, work: Path, logs: dict[str, Path]
         mfile = models.model_file(spec.model, spec.quant, quantize,
                                   built.binary_hash.get("llama-quantize"))
         record.model.update(path=str(mfile.path), sha256=mfile.sha256, source_sha256=mfile.source_sha256)
-        argvs = engines.invocations(spec, str(built.bin(spec.tool)), str(mfile.path))
+        engines.check_args(spec.engine.kind, spec.tool, spec.args)
         report("hygiene", spec.cell_id)
         record.hygiene = hygiene.prepare(spec.hygiene.drop_caches, spec.hygiene.max_load, spec.hygiene.cooldown_s)
         record.hygiene["warmup"] = spec.hygiene.warmup
@@ -127,10 +146,15 @@ def _run(spec: CellSpec, record: ResultRecord, work: Path, logs: dict[str, Path]
             return
     record.hygiene["extra_warmup_runs"] = len(warmups)
     outputs = []
+    rep = spec.repetitions
+    done, i = 0, 0
     record.timestamps["bench_started"] = utc_now()
-    for i, argv in enumerate(argvs):
-        report("run", f"{spec.tool} {i + 1}/{len(argvs)}")
-        suffix = "" if len(argvs) == 1 else f".{i + 1}"
+    while True:
+        batch = engines.next_batch(spec, done)
+        argv = engines.invocation(spec, str(built.bin(spec.tool)), str(mfile.path), batch)
+        report("run", f"{spec.tool} repetitions {done + 1}-{done + batch} (min {rep.min}, max {rep.max})")
+        i += 1
+        suffix = "" if i == 1 else f".{i}"
         out, err = work / f"stdout{suffix}.txt", work / f"stderr{suffix}.txt"
         logs[out.name], logs[err.name] = out, err
         result = run_process(argv, max(1.0, deadline - time.monotonic()), out, err, env=env)
@@ -153,15 +177,16 @@ def _run(spec: CellSpec, record: ResultRecord, work: Path, logs: dict[str, Path]
             record.status, record.error = "parse_error", str(exc)
             break
         outputs.append(parsed)
-        for row in parsed.bench_rows:
-            record.bench_rows.append({"test": row.test, "n_prompt": row.n_prompt, "n_gen": row.n_gen,
-                                      "n_depth": row.n_depth, "avg_ts": row.avg_ts, "stddev_ts": row.stddev_ts,
-                                      "samples_ts": row.samples_ts, "samples_ns": row.samples_ns,
-                                      "fields": row.fields})
-        for row in parsed.sweep_rows:
-            record.sweep_rows.append({"rep": i, "pp": row.pp, "tg": row.tg, "n_kv": row.n_kv, "t_pp": row.t_pp,
-                                      "speed_pp": row.speed_pp, "t_tg": row.t_tg, "speed_tg": row.speed_tg,
-                                      **row.extra})
+        _keep_rows(record, parsed, i - 1)
+        done += batch
+        if done >= rep.max or (done >= rep.min and _precise_enough(engines.metrics_from(spec.tool, outputs),
+                                                                   rep.target_ci_pct)):
+            break
+    metrics_now = engines.metrics_from(spec.tool, outputs) if outputs else {}
+    record.repetitions = {"min": rep.min, "max": rep.max, "target_ci_pct": rep.target_ci_pct, "done": done,
+                          "processes": i,
+                          "ci_half_width_pct": {k: round(ci_half_width_pct(m.samples), 3)
+                                                for k, m in metrics_now.items()}}
     record.timestamps["bench_finished"] = utc_now()
     if record.status == "ok":
         record.metrics = engines.metrics_from(spec.tool, outputs)

@@ -37,6 +37,16 @@ class Metric(BaseModel):
                    median=statistics.median(clean) if clean else None)
 
 
+def ci_half_width_pct(samples: list[float], confidence: float = 0.95) -> float:
+    """Half-width of the t-based CI of the mean, in % of the mean (inf when it can't be told)."""
+    from scipy import stats as st
+
+    if len(samples) < 2 or not statistics.fmean(samples):
+        return float("inf")
+    half = st.t.ppf((1 + confidence) / 2, len(samples) - 1) * statistics.stdev(samples) / len(samples) ** 0.5
+    return abs(100.0 * half / statistics.fmean(samples))
+
+
 class ResultRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -55,6 +65,7 @@ class ResultRecord(BaseModel):
     hardware: dict = Field(default_factory=dict)   # the agent's probed profile
     hardware_class: str | None = None
     hygiene: dict = Field(default_factory=dict)
+    repetitions: dict = Field(default_factory=dict)             # asked (min/max/target) and done
     metrics: dict[str, Metric] = Field(default_factory=dict)   # "pp_tps", "tg_tps", ...
     bench_rows: list[dict] = Field(default_factory=list)       # every parsed llama-bench row
     sweep_rows: list[dict] = Field(default_factory=list)       # every sweep-bench row (+ "rep")

@@ -35,6 +35,52 @@ def cmd_run(args) -> int:
                       skip_unmatched=args.skip_unmatched)
 
 
+def _axis_value(text: str) -> dict:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected AXIS=VALUE (e.g. ref=pr517), got {text!r}")
+    axis, value = text.split("=", 1)
+    return {axis: value}
+
+
+def cmd_compare(args) -> int:
+    from agent.paths import default_store_url
+    from agent.store import StoreError, open_store
+    from coordinator.compare import comparisons, render_comparisons
+    from coordinator.records import load_records
+    from coordinator.stats import Settings
+
+    if list(args.baseline) != list(args.candidate):
+        raise UserError("--baseline and --candidate must name the same axis")
+    try:
+        store = open_store(args.store or default_store_url())
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    records = load_records(store, args.run)
+    if not records:
+        raise UserError(f"no records in {store.url}" + (f" for run {args.run}" if args.run else ""))
+    # axis values in records are typed (ints, bools); match them as text like the command line
+    for rec in records:
+        rec["params"] = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in rec["params"].items()}
+    settings = Settings(min_effect=args.min_effect, test=args.test, correction=args.correction)
+    rows = comparisons(records, args.baseline, args.candidate, settings)
+    if not rows:
+        raise UserError(f"no cell has ok records for both {args.baseline} and {args.candidate} on one hardware class")
+    print(render_comparisons(rows, settings))
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    from agent.paths import default_store_url
+    from coordinator.importers import ImportFailed, import_file
+
+    try:
+        run_id, keys = import_file(args.file, args.label, args.engine, args.store or default_store_url(), args.run_id)
+    except ImportFailed as exc:
+        raise UserError(str(exc)) from None
+    print(f"imported {len(keys)} records from {args.file} as {args.label!r} into run {run_id}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwmatrix", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-unmatched", action="store_true",
                      help="skip cells this machine does not match instead of refusing to run")
     run.set_defaults(func=cmd_run)
+
+    compare = sub.add_parser("compare", help="A/B verdicts per cell and hardware class")
+    compare.add_argument("--baseline", required=True, type=_axis_value, help="AXIS=VALUE, e.g. ref=pr517")
+    compare.add_argument("--candidate", required=True, type=_axis_value, help="AXIS=VALUE, e.g. ref=pr518")
+    compare.add_argument("--run", default=None, help="only this run id (default: every run in the store)")
+    compare.add_argument("--store", default=None, help="file://DIR (default: $HWMATRIX_STORE or the default store)")
+    compare.add_argument("--min-effect", type=float, default=0.02, help="smallest change called slower/faster")
+    compare.add_argument("--test", choices=["auto", "welch", "mann-whitney"], default="auto")
+    compare.add_argument("--correction", choices=["holm", "bh"], default="holm")
+    compare.set_defaults(func=cmd_compare)
+
+    imp = sub.add_parser("import", help="import a posted llama-bench / sweep-bench result as records")
+    imp.add_argument("file")
+    imp.add_argument("--as", dest="label", required=True, help='what it ran on, e.g. "TR 3955WX 2x3090+A4500"')
+    imp.add_argument("--engine", choices=["llama.cpp", "ik_llama.cpp"], default=None)
+    imp.add_argument("--store", default=None)
+    imp.add_argument("--run-id", default=None)
+    imp.set_defaults(func=cmd_import)
     return parser
 
 

@@ -9,23 +9,11 @@ from agent import spool
 from agent.paths import default_store_url
 from agent.probe import ProfileError, probe, profile_labels
 from agent.record import utc_now
-from agent.store import StoreError, manifest_key, open_store, results_prefix
+from agent.store import StoreError, manifest_key, open_store
+from coordinator.records import stored_records
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_CELLS_FAILED, EXIT_OK, UserError
 from coordinator.plan import Plan, build_targets, load_plan, match_cells, unmatched_listing
 from coordinator.table import comparison_table
-
-
-def stored_records(store, run_id: str) -> dict[str, list[dict]]:
-    """cell_id -> records of that cell in the store (one per agent, plus kept duplicates)."""
-    records: dict[str, list[dict]] = {}
-    for key in store.list(results_prefix(run_id)):
-        if key.endswith(".json"):
-            try:
-                rec = store.get_json(key)
-            except (KeyError, ValueError):
-                continue
-            records.setdefault(rec.get("cell_id", key.split("/")[-2]), []).append(rec)
-    return records
 
 
 def write_manifest(store, plan: Plan, run_id: str, records: dict[str, list[dict]], state: str) -> None:

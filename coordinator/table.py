@@ -1,7 +1,8 @@
 """The comparison table printed at the end of a run (GitHub markdown via tabulate "pipe").
 
 One row per cell (and hardware class), pp and tg tokens/s as mean +- sd over the
-repetitions, and the change against the matrix's baseline cell with the same other params.
+repetitions, and the change against the matrix's baseline cell with the same other params
+on the same hardware class, with its verdict (coordinator.stats; Holm across the table).
 """
 from __future__ import annotations
 
@@ -16,10 +17,30 @@ def _fmt(metric: dict | None) -> str:
     return f"{metric['mean']:.2f} ± {metric['sd'] or 0:.2f}"
 
 
-def _change(metric: dict | None, base: dict | None) -> str:
+def _change(metric: dict | None, base: dict | None, verdict: str | None) -> str:
     if not metric or not base or not metric.get("mean") or not base.get("mean"):
         return "-"
-    return f"{(metric['mean'] / base['mean'] - 1) * 100:+.1f}%"
+    change = f"{(metric['mean'] / base['mean'] - 1) * 100:+.1f}%"
+    return f"{change} {verdict}" if verdict else change
+
+
+def _verdicts(pairs: list[tuple[dict, dict, str]]) -> list[str | None]:
+    """Verdict per (baseline record, record, metric), corrected across the whole table."""
+    from coordinator.stats import compare, compare_many
+
+    tested = [(i, b["metrics"][m]["samples"], r["metrics"][m]["samples"], m) for i, (b, r, m) in enumerate(pairs)
+              if b.get("metrics", {}).get(m, {}).get("samples") and r.get("metrics", {}).get(m, {}).get("samples")]
+    out: list[str | None] = [None] * len(pairs)
+    fresh = []
+    for i, bs, rs, m in tested:
+        b_hash = pairs[i][0].get("engine", {}).get("binary_hash")
+        if b_hash and b_hash == pairs[i][1].get("engine", {}).get("binary_hash"):
+            out[i] = compare(bs, rs, m, same_binary=True).verdict
+        else:
+            fresh.append((i, bs, rs, m))
+    for (i, *_), result in zip(fresh, compare_many([(bs, rs, m) for _, bs, rs, m in fresh])):
+        out[i] = result.verdict
+    return out
 
 
 def _key(params: dict) -> tuple:
@@ -40,7 +61,7 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]], baseline
     classes = {r.get("hardware_class") for recs in records.values() for r in recs}
     show_class = len(classes) > 1
 
-    rows = []
+    rows, pairs, slots = [], [], []
     for cell in cells:
         base_id = None
         if baseline:
@@ -49,23 +70,30 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]], baseline
         for rec in records.get(cell["cell_id"], []) or [None]:
             metrics = (rec or {}).get("metrics", {})
             base_rec = None
-            if base_id and rec is not None:
+            if base_id and rec is not None and base_id != cell["cell_id"]:
                 base_rec = next((b for b in records.get(base_id, [])
                                  if b.get("hardware_class") == rec.get("hardware_class")), None)
             row = [_display(cell["params"].get(k)) for k in varying]
             if show_class:
                 row.append((rec or {}).get("hardware_class", "-"))
-            tests = " / ".join(m["test"] for m in metrics.values()) if metrics else "-"
-            row.append(tests)
+            row.append(" / ".join(m["test"] for m in metrics.values()) if metrics else "-")
             for name in METRICS:
                 row.append(_fmt(metrics.get(name)))
             for name in METRICS:
                 if base_id == cell["cell_id"]:
                     row.append("baseline")
-                else:
-                    row.append(_change(metrics.get(name), (base_rec or {}).get("metrics", {}).get(name)))
+                    continue
+                if base_rec is not None and base_rec.get("status") == "ok" and rec.get("status") == "ok":
+                    slots.append((len(rows), len(row)))
+                    pairs.append((base_rec, rec, name))
+                row.append((metrics.get(name), (base_rec or {}).get("metrics", {}).get(name)))
             row.append(rec["status"] if rec else (not_run or {}).get(cell["cell_id"], "missing"))
             rows.append(row)
+    verdicts = dict(zip(slots, _verdicts(pairs))) if pairs else {}
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            if isinstance(value, tuple):
+                row[c] = _change(value[0], value[1], verdicts.get((r, c)))
     headers = [*varying, *(["class"] if show_class else []), "test", "pp t/s", "tg t/s",
                "Δ pp", "Δ tg", "status"]
     align = ["left"] * (len(headers) - 5) + ["right"] * 4 + ["left"]

@@ -1,0 +1,177 @@
+"""`hwmatrix import`: every real posted output imports, as records marked imported."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from agent.parsers import parse_posted_text
+from coordinator.importers import ImportFailed, clean_text, import_file, import_text, read_text_file
+
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = _SHARED if _SHARED.is_dir() else Path(__file__).resolve().parent / "data" / "samples"
+SAMPLE_FILES = sorted(p for p in SAMPLES.glob("[0-9]*") if p.is_file())
+LABEL = "TR 3955WX 2x3090+A4500"
+
+
+def sample(prefix: str) -> Path:
+    return next(p for p in SAMPLE_FILES if p.name.startswith(prefix))
+
+
+def records_of(prefix: str, **kw) -> list[dict]:
+    path = sample(prefix)
+    return import_text(read_text_file(str(path)), LABEL, source=path.name, **kw)
+
+
+def test_samples_folder_is_found():
+    assert len(SAMPLE_FILES) >= 10
+
+
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name[:2])
+def test_every_sample_imports_one_record_per_row_or_sweep_table(path):
+    text = read_text_file(str(path))
+    outputs = parse_posted_text(clean_text(text))
+    expected = sum(len(o.bench_rows) + (1 if o.sweep_rows else 0) for o in outputs)
+    records = import_text(text, LABEL, source=path.name)
+    assert len(records) >= 1
+    assert len(records) == expected
+    assert len({r["cell_id"] for r in records}) == len(records)
+    for r in records:
+        assert r["origin"] == "imported" and r["status"] == "ok"
+        assert r["hardware_class"].startswith("imported:")
+        assert r["hardware"]["label"] == LABEL
+        assert r["agent_id"] == "TR-3955WX-2x3090-A4500"
+        assert r["metrics"]
+
+
+def test_ik_json_keeps_per_repetition_samples_and_tells_fa_off_from_on():
+    text = read_text_file(str(sample("03")))
+    records = records_of("03")
+    pp = [r for r in records if r["params"]["test"] == "pp512"]
+    assert len(pp) == 2
+    assert {r["params"]["flash_attn"] for r in pp} == {False, True}
+    assert pp[0]["cell_id"] != pp[1]["cell_id"]
+    first_samples = [float(x) for x in re.search(r'"samples_ts": \[([^\]]*)\]', text)[1].split(",")]
+    m = pp[0]["metrics"]["pp_tps"]
+    assert m["samples"] == first_samples and m["n"] == len(first_samples) == 5
+    for r in records:
+        assert r["engine"]["kind"] == "ik_llama.cpp" and r["params"]["engine"] == "ik_llama.cpp"
+        assert r["params"]["ref"] == "ddc8eee1" and r["engine"]["build_number"] == 3599
+        assert r["hardware"]["cpu_info"].startswith("Intel(R) Xeon(R) CPU E5-2690 v3")
+        assert "gpu_info" not in r["hardware"]                     # posted as "" (CPU only)
+        assert r["tool"] == {"name": "llama-bench", "imported_format": "json"}
+        assert r["timestamps"]["test_time"].startswith("2025-03-21T")
+        assert r["bench_rows"][0]["samples_ts"] == r["metrics"][next(iter(r["metrics"]))]["samples"]
+
+
+def test_md_with_repacked_line_gives_8_records_with_posted_mean_and_sd():
+    text = read_text_file(str(sample("07")))
+    records = records_of("07")
+    assert len(records) == 8
+    assert all(r["params"]["repack"] is True for r in records)
+    assert all(any("Repacked 225 tensors" in n for n in r["import_notes"]) for r in records)
+    mean, sd = map(float, re.search(r"\|\s*pp128\s*\|\s*([\d.]+) ± ([\d.]+)", text).groups())
+    assert (mean, sd) == (23.98, 9.64)
+    pp128 = next(r for r in records if r["params"]["test"] == "pp128")
+    m = pp128["metrics"]["pp_tps"]
+    assert (m["mean"], m["sd"], m["samples"], m["n"]) == (mean, sd, [], 0)
+    assert next(r for r in records if r["params"]["test"] == "tg64")["metrics"].keys() == {"tg_tps"}
+
+
+def test_sweep_md_is_one_record_per_table_with_first_n_kv_metrics():
+    text = read_text_file(str(sample("01")))
+    row = re.search(r"^\|\s*(\d+) \|\s*(\d+) \|\s*0 \|\s*[\d.]+ \|\s*([\d.]+) \|\s*[\d.]+ \|\s*([\d.]+) \|",
+                    text, re.M)
+    pp_speed, tg_speed = float(row[3]), float(row[4])
+    assert (pp_speed, tg_speed) == (255.50, 5.56)
+    records = records_of("01")
+    first = records[0]
+    assert first["tool"] == {"name": "llama-sweep-bench", "imported_format": "sweep-md"}
+    assert first["sweep_rows"][0]["n_kv"] == 0 and first["bench_rows"] == []
+    assert first["metrics"]["pp_tps"]["samples"] == [pp_speed]
+    assert first["metrics"]["tg_tps"]["samples"] == [tg_speed]
+    assert first["params"]["n_ubatch"] == 7168                   # from the 'main: n_kv_max = ...' line
+    assert len(records[1]["sweep_rows"]) == 2
+
+
+def test_tab_separated_sweep_paste_imports():
+    text = ("results:\nPP\tTG\tN_KV\tT_PP s\tS_PP t/s\tT_TG s\tS_TG t/s\n"
+            "512\t128\t0\t1.100\t465.51\t2.311\t55.38\n512\t128\t512\t1.183\t432.97\t1.895\t67.55\n")
+    (rec,) = import_text(text, "box")
+    assert rec["tool"]["imported_format"] == "sweep-tsv"
+    assert rec["metrics"]["pp_tps"]["mean"] == 465.51 and len(rec["sweep_rows"]) == 2
+
+
+def test_engine_option_overrides_unknown_guess_and_notes_a_conflict():
+    recs = import_text(read_text_file(str(sample("10"))), "x", engine="ik_llama.cpp")
+    assert recs[0]["engine"]["kind"] == "ik_llama.cpp"
+    assert any("looks like llama.cpp" in n for n in recs[0]["import_notes"])
+
+
+def test_default_run_id_and_records_are_stable_for_the_same_text():
+    a, b = records_of("04"), records_of("04")
+    assert [r["cell_id"] for r in a] == [r["cell_id"] for r in b]
+    assert a[0]["run_id"] == b[0]["run_id"]
+    assert re.fullmatch(r"import-TR-3955WX-2x3090-A4500-[0-9a-f]{10}", a[0]["run_id"])
+    assert {r["params"]["ref"] for r in a} == {"09764678", "14292913", "24c010b3", "c7ecd4e2"}
+
+
+def test_import_file_twice_writes_the_same_keys_and_identical_bytes(tmp_path):
+    url = (tmp_path / "store").as_uri()
+    path = str(sample("11"))
+    run1, keys1 = import_file(path, LABEL, None, url, None)
+    blobs = {k: (tmp_path / "store" / k).read_bytes() for k in keys1}
+    run2, keys2 = import_file(path, LABEL, None, url, None)
+    assert (run1, keys1) == (run2, keys2) and len(keys1) == 6
+    assert blobs == {k: (tmp_path / "store" / k).read_bytes() for k in keys2}
+    assert all(k.startswith(f"runs/{run1}/results/") for k in keys1)
+
+
+def test_import_file_with_run_id_clash_fails_in_one_line_and_writes_nothing(tmp_path):
+    url = (tmp_path / "store").as_uri()
+    a, b = tmp_path / "a.md", tmp_path / "b.md"
+    table = ("| model | size | params | backend | threads | test | t/s |\n|---|---:|---:|---|---:|---:|---:|\n"
+             "| llama 7B Q4_0 | 3.56 GiB | 6.74 B | CPU | 4 | pp512 | {} ± 0.10 |\n")
+    a.write_text(table.format("10.00"))
+    b.write_text(table.format("11.00"))
+    import_file(str(a), "box", None, url, "shared-run")
+    before = sorted(p for p in (tmp_path / "store").rglob("*") if p.is_file())
+    with pytest.raises(ImportFailed) as exc:
+        import_file(str(b), "box", None, url, "shared-run")
+    assert "\n" not in str(exc.value) and "different record" in str(exc.value)
+    assert sorted(p for p in (tmp_path / "store").rglob("*") if p.is_file()) == before
+
+
+def test_prose_only_file_fails_with_one_line(tmp_path):
+    path = tmp_path / "prose.md"
+    path.write_text("# notes\n\nI ran llama-bench and it was fast, about 30 t/s.\n| not | a bench |\n")
+    with pytest.raises(ImportFailed) as exc:
+        import_file(str(path), "box", None, (tmp_path / "s").as_uri(), None)
+    assert "\n" not in str(exc.value) and "no llama-bench" in str(exc.value)
+
+
+BAD_INPUTS = [None, b"", b"\x00\x01\x02\xff\xfe garbage \x00" * 20, b"\x89PNG\r\n\x1a\n\xff\xd9"]
+
+
+@pytest.mark.parametrize("content", BAD_INPUTS, ids=["missing", "empty", "binary", "png"])
+def test_unreadable_inputs_fail_with_one_line(tmp_path, content):
+    path = tmp_path / "in.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ImportFailed) as exc:
+        import_file(str(path), "box", None, (tmp_path / "s").as_uri(), None)
+    assert "\n" not in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_blank_label_is_refused():
+    with pytest.raises(ImportFailed):
+        import_text("| test | t/s |\n|---|---|\n| pp512 | 1.0 ± 0.1 |\n", "  ")
+
+
+def test_imported_hardware_class_differs_per_label_and_never_looks_measured():
+    text = read_text_file(str(sample("10")))
+    a, b = import_text(text, "box A")[0], import_text(text, "box B")[0]
+    assert a["hardware_class"] != b["hardware_class"]
+    assert a["hardware_class"].startswith("imported:") and b["hardware_class"].startswith("imported:")
+    assert a["hardware"]["gpu_info"] == "NVIDIA GeForce RTX 4080"

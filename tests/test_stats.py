@@ -1,0 +1,214 @@
+"""coordinator.stats: verdicts on synthetic samples with known truth (issue #3), and the
+pieces (p-value adjustment, CI width, sample-size estimate) checked by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from coordinator.stats import (Comparison, Settings, adjust_pvalues, ci_half_width_pct, compare,
+                               compare_many, runs_needed, simulate_rates, simulate_verdicts)
+
+N_TRIALS = 1000
+
+
+# ------------------------------------------------------------ simulated rates (issue #3)
+
+def test_aa_at_defaults_calls_slower_or_faster_at_most_5_percent():
+    counts = simulate_verdicts(N_TRIALS, n=10, cv=0.02, shift=0.0, seed=0)
+    rate = (counts["slower"] + counts["faster"]) / N_TRIALS
+    print(f"\nA/A CV 2% n=10: {dict(counts)} -> false slower/faster rate {rate:.3f}")
+    assert rate <= 0.05
+
+
+def test_true_5pct_slowdown_cv2_n10_is_called_slower_at_least_90_percent_never_faster():
+    counts = simulate_verdicts(N_TRIALS, n=10, cv=0.02, shift=-0.05, seed=1)
+    rate = counts["slower"] / N_TRIALS
+    print(f"\n5% slowdown CV 2% n=10: {dict(counts)} -> detect rate {rate:.3f}")
+    assert rate >= 0.90
+    assert counts["faster"] == 0
+
+
+def test_true_5pct_speedup_is_called_faster():
+    counts = simulate_verdicts(200, n=10, cv=0.02, shift=0.05, seed=3)
+    assert counts["faster"] / 200 >= 0.90 and counts["slower"] == 0
+
+
+def test_few_noisy_samples_give_unknown_rather_than_wrong_calls():
+    counts = simulate_verdicts(N_TRIALS, n=4, cv=0.15, shift=-0.03, seed=2)
+    wrong = (counts["faster"] + counts["same"]) / N_TRIALS
+    unknown = counts["unknown"] / N_TRIALS
+    print(f"\nn=4 CV 15% true -3%: {dict(counts)} -> wrong {wrong:.3f}, unknown {unknown:.3f}")
+    assert unknown >= 0.80
+    assert wrong <= 0.05
+
+
+def test_aa_rate_check_can_fail_when_thresholds_are_loose():
+    """The A/A measurement is not vacuous: with no minimum effect and alpha 0.5 it trips."""
+    loose = Settings(min_effect=0.0, alpha=0.5)
+    counts = simulate_verdicts(200, n=10, cv=0.02, shift=0.0, seed=0, settings=loose)
+    assert (counts["slower"] + counts["faster"]) / 200 > 0.05
+
+
+def test_aa_sweeps_through_compare_many_keep_false_calls_rare_and_fewer_than_uncorrected():
+    """100 A/A sweeps of 10 cells. Per cell: <= 5% slower/faster under Holm and BH. Per
+    sweep: Holm and BH bound "any false call" near alpha (measured about 3.5% over 1,000
+    sweeps; 10% here leaves room for the noise of 100 sweeps), well under the same cells
+    judged one at a time without correction (about 25%)."""
+    rng = np.random.default_rng(7)
+    sweeps = {"holm": 0, "bh": 0, "none": 0}
+    cells = {"holm": 0, "bh": 0, "none": 0}
+    for _ in range(100):
+        pairs = [(rng.normal(100, 2, 10).tolist(), rng.normal(100, 2, 10).tolist(), f"cell{i}")
+                 for i in range(10)]
+        runs = {"holm": compare_many(pairs, Settings(correction="holm")),
+                "bh": compare_many(pairs, Settings(correction="bh")),
+                "none": [compare(b, c, m) for b, c, m in pairs]}
+        for name, results in runs.items():
+            called = sum(r.verdict in ("slower", "faster") for r in results)
+            cells[name] += called
+            sweeps[name] += called > 0
+    print(f"\nA/A sweeps of 10 cells: sweeps with any false call {sweeps}/100, false cells {cells}/1000")
+    for name in ("holm", "bh"):
+        assert cells[name] / 1000 <= 0.05
+        assert sweeps[name] / 100 <= 0.10
+        assert sweeps[name] < sweeps["none"]
+
+
+def test_simulate_rates_reports_the_four_promised_rates():
+    rates = simulate_rates(n_trials=300, seed=0)
+    print(f"\nsimulate_rates(300): {rates}")
+    assert set(rates) == {"aa_false_call_rate", "shift5_detect_rate", "few_noisy_wrong_rate",
+                          "few_noisy_unknown_rate"}
+    assert rates["aa_false_call_rate"] <= 0.05 and rates["shift5_detect_rate"] >= 0.90
+    assert rates["few_noisy_wrong_rate"] <= 0.05 and rates["few_noisy_unknown_rate"] >= 0.80
+
+
+# ------------------------------------------------------------ multiple-comparison control
+
+def test_holm_matches_hand_computed_example():
+    # sorted .001 .03 .04 -> x3 x2 x1 = .003 .06 .04 -> running max .003 .06 .06
+    assert adjust_pvalues([0.001, 0.04, 0.03], "holm") == pytest.approx([0.003, 0.06, 0.06])
+    # sorted .005 .01 .03 .04 -> x4 x3 x2 x1 = .02 .03 .06 .04 -> running max
+    assert adjust_pvalues([0.01, 0.04, 0.03, 0.005], "holm") == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert adjust_pvalues([0.5, 0.6], "holm") == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_bh_matches_hand_computed_example():
+    # sorted .001 .03 .04 -> x3/1 x3/2 x3/3 = .003 .045 .04 -> running min from the top
+    assert adjust_pvalues([0.001, 0.04, 0.03], "bh") == pytest.approx([0.003, 0.04, 0.04])
+    # .005*4 .01*2 .03*4/3 .04*1 = .02 .02 .04 .04
+    assert adjust_pvalues([0.01, 0.04, 0.03, 0.005], "bh") == pytest.approx([0.02, 0.04, 0.04, 0.02])
+
+
+def test_single_pvalue_is_unchanged_and_unknown_method_is_refused():
+    assert adjust_pvalues([0.04], "holm") == pytest.approx([0.04])
+    assert adjust_pvalues([0.04], "bh") == pytest.approx([0.04])
+    assert adjust_pvalues([], "holm") == []
+    with pytest.raises(ValueError):
+        adjust_pvalues([0.1], "bonferroni-ish")
+
+
+def _p04_pair():
+    """A 2.5% slowdown whose Welch p is about 0.042 on its own (n=10, sd about 2.4)."""
+    devs = np.linspace(-1, 1, 10) * 3.8
+    return (100 + devs).tolist(), (97.5 + devs).tolist()
+
+
+def test_p_004_alone_is_slower_but_not_among_20_comparisons_under_holm():
+    base, cand = _p04_pair()
+    alone = compare(base, cand, "tg_tps")
+    assert alone.test == "welch"
+    assert 0.03 < alone.p_value < 0.05 and alone.p_adjusted == alone.p_value
+    assert alone.verdict == "slower"
+
+    flat = [100.0, 101.0, 99.0, 100.5, 99.5, 100.0, 101.0, 99.0, 100.5, 99.5]
+    pairs = [(base, cand, "tg_tps")] + [(flat, flat, f"other{i}") for i in range(19)]
+    many = compare_many(pairs, Settings(correction="holm"))
+    assert many[0].p_value == pytest.approx(alone.p_value)
+    assert many[0].p_adjusted == pytest.approx(min(1.0, 20 * alone.p_value))
+    assert many[0].verdict == "unknown" and many[0].more_runs >= 1
+    assert [c.verdict for c in many[1:]] == ["same"] * 19
+
+
+# ------------------------------------------------------------ verdict rules and reporting
+
+def test_same_binary_short_circuits_without_a_test():
+    c = compare([100, 101, 99], [50, 51, 49], "tg_tps", same_binary=True)
+    assert c.verdict == "same binary"
+    assert c.p_value is None and c.ci_low is None and c.more_runs is None
+
+
+def test_fewer_than_3_samples_is_unknown_with_more_runs():
+    c = compare([100.0, 101.0], [80.0, 81.0, 79.0])
+    assert c.verdict == "unknown" and c.p_value is None and c.more_runs >= 1
+    assert compare([], [1.0, 2.0, 3.0]).verdict == "unknown"
+
+
+def test_tight_identical_distributions_are_same():
+    rng = np.random.default_rng(11)
+    c = compare(rng.normal(100, 0.3, 12).tolist(), rng.normal(100, 0.3, 12).tolist())
+    assert c.verdict == "same"
+    assert 0.98 <= c.ci_low <= c.ratio <= c.ci_high <= 1.02
+
+
+def test_warns_on_high_cv_and_fewer_than_9_samples():
+    noisy = [100, 110, 90, 105, 95]  # CV about 7.9%
+    c = compare(noisy, [100.0] * 12)
+    assert any("base CV" in w and "> 5%" in w for w in c.warnings), c.warnings
+    assert "base: only 5 samples (< 9)" in c.warnings
+    assert not any(w.startswith("cand") for w in c.warnings)
+    quiet = compare([100.0, 100.5, 99.5] * 3, [100.0, 100.5, 99.5] * 3)
+    assert quiet.warnings == []
+
+
+def test_non_finite_samples_are_dropped_with_a_warning():
+    c = compare([100, 101, float("nan"), 99], [100, 101, 99])
+    assert c.n_base == 3 and any("non-finite" in w for w in c.warnings)
+
+
+def test_welch_p_matches_scipy():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(100, 2, 10), rng.normal(102, 4, 7)
+    c = compare(a.tolist(), b.tolist(), settings=Settings(test="welch"))
+    assert c.p_value == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+
+
+def test_auto_picks_mann_whitney_for_outlier_heavy_samples_and_welch_otherwise():
+    rng = np.random.default_rng(9)
+    normal = rng.normal(100, 2, 10).tolist()
+    assert compare(normal, rng.normal(100, 2, 10).tolist()).test == "welch"
+    outliers = normal[:9] + [160.0]
+    assert compare(outliers, normal).test == "mann-whitney"
+    assert compare(normal, normal, settings=Settings(test="mann-whitney")).test == "mann-whitney"
+
+
+def test_as_dict_round_trips_all_fields():
+    c = compare([100, 101, 99], [90, 91, 89], "pp_tps")
+    d = c.as_dict()
+    assert d["metric"] == "pp_tps" and d["ratio"] == pytest.approx(0.9)
+    assert Comparison(**d) == c
+
+
+# ------------------------------------------------------------ adaptive-loop helpers
+
+def test_ci_half_width_pct_matches_hand_value_and_shrinks_with_more_samples():
+    # mean 2, sd 1, n 3: t(0.975, 2) = 4.3027 -> 4.3027 / sqrt(3) / 2 = 124.2%
+    assert ci_half_width_pct([1, 2, 3]) == pytest.approx(124.21, abs=0.01)
+    assert ci_half_width_pct([5.0]) == math.inf
+    rng = np.random.default_rng(4)
+    widths = [ci_half_width_pct(rng.normal(100, 3, n).tolist()) for n in (5, 20, 80)]
+    print(f"\nci_half_width_pct n=5,20,80: {widths}")
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_runs_needed_matches_normal_approximation():
+    # CV 2% both sides, effect 2%: 2 * (1.96 + 0.8416)^2 = 15.7 -> 16 per side
+    assert runs_needed([98, 100, 102], [98, 100, 102], effect=0.02) == 16
+    # halving the effect quadruples n
+    assert runs_needed([98, 100, 102], [98, 100, 102], effect=0.01) == 63
+    assert runs_needed([100, 100], [100, 100]) == 3
+    with pytest.raises(ValueError):
+        runs_needed([100], [100, 101])
