@@ -152,6 +152,23 @@ def build_targets(cells: list[PlannedCell]) -> dict[tuple, set[str]]:
     return targets
 
 
+def run_order(cells: list[PlannedCell]) -> list[PlannedCell]:
+    """Interleave refs: cells that differ only in ``ref`` run back to back (A B A B ...), so
+    drift over a sweep (heat, background load) hits each side alike. Builds stay cached, so
+    each one still happens once per agent."""
+    ref_rank = {}
+    for cell in cells:
+        ref_rank.setdefault(cell.params["ref"], len(ref_rank))
+    groups: dict[tuple, list[PlannedCell]] = {}
+    for cell in cells:
+        rest = tuple(sorted((k, repr(v)) for k, v in cell.params.items() if k != "ref"))
+        groups.setdefault(rest, []).append(cell)
+    ordered = []
+    for group in groups.values():
+        ordered += sorted(group, key=lambda c: ref_rank[c.params["ref"]])
+    return ordered
+
+
 def cell_requirement(cell: PlannedCell, profile: dict) -> str | None:
     """The first reason ``profile`` cannot run ``cell``, or None."""
     ok, reason = matches(cell.matrix.hardware, profile)

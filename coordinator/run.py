@@ -12,7 +12,7 @@ from agent.record import utc_now
 from agent.store import StoreError, manifest_key, open_store
 from coordinator.records import stored_records
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_CELLS_FAILED, EXIT_OK, UserError
-from coordinator.plan import Plan, build_targets, load_plan, match_cells, unmatched_listing
+from coordinator.plan import Plan, build_targets, load_plan, match_cells, run_order, unmatched_listing
 from coordinator.table import comparison_table
 
 
@@ -67,7 +67,7 @@ def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool
         start_local_ray(profile_labels(profile))
         targets = build_targets(todo)
         specs = [c.to_spec(run_id, store_url, targets[c.build_order])
-                 for c in sorted(todo, key=lambda c: c.build_order)]
+                 for c in run_order(todo)]
         labels = {c.cell_id: c.label for c in plan.cells}
         dispatch(specs, {"hwm-class": profile.hardware_class}, labels,
                  already_done=len(done), total=len(done) + len(todo))

@@ -164,3 +164,12 @@ def test_records_carry_this_machines_profile_and_class(e2e):
     for rec in e2e["records"].values():
         assert rec["hardware_class"] == probe().hardware_class
         assert rec["hardware"]["cpu"]["threads"] >= 1
+
+
+def test_refs_of_the_same_cell_were_measured_back_to_back(e2e):
+    recs = e2e["records"]
+    started = {k: recs[k]["timestamps"]["bench_started"] for k in recs}
+    group = [("m35", False, "llama-bench"), ("m36", False, "llama-bench"), ("ik", False, "llama-bench")]
+    assert [started[k] for k in group] == sorted(started[k] for k in group)
+    others = [v for k, v in started.items() if k not in group]
+    assert not any(started[group[0]] < v < started[group[-1]] for v in others)

@@ -43,3 +43,15 @@ def test_mainline_cells_do_not_pass_ik_only_flags_that_are_off():
     assert spec.args.rtr is None and mainline.params["rtr"] is False
     ik_on = next(c for c in plan.cells if c.engine_name == "ik" and c.params.get("rtr") is True)
     assert ik_on.to_spec("r", "file:///tmp/x").args.rtr is True
+
+
+def test_cells_that_differ_only_in_ref_run_back_to_back():
+    from coordinator.plan import run_order
+
+    plan = load_plan(str(DEMO))
+    order = run_order(plan.cells)
+    assert sorted(c.cell_id for c in order) == sorted(c.cell_id for c in plan.cells)
+    first = order[:3]
+    assert [c.params["ref"] for c in first] == ["mainline-0.3.35", "mainline-0.3.36", "ik-0.1.5"]
+    rest = {k: v for k, v in first[0].params.items() if k != "ref"}
+    assert all({k: v for k, v in c.params.items() if k != "ref"} == rest for c in first)
