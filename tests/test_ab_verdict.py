@@ -14,8 +14,8 @@ pytestmark = pytest.mark.engines
 ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
        "PATH": "/usr/bin:/bin"}
 ANCHOR = "    const struct ggml_tensor * src1 = dst->src[1];\n"
-# a few tens of microseconds of busy work per matmul call: tg of the tiny model slows measurably
-SLOWDOWN = ANCHOR + "    { volatile double hwm_slow = 0; for (int hwm_i = 0; hwm_i < 40000; ++hwm_i) hwm_slow += hwm_i; }\n"
+# about 10 microseconds of busy work per matmul call: tiny-model tg drops by roughly a quarter
+SLOWDOWN = ANCHOR + "    { volatile double hwm_slow = 0; for (int hwm_i = 0; hwm_i < 600; ++hwm_i) hwm_slow += hwm_i; }\n"
 
 
 def _git(repo, *args) -> str:

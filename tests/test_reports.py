@@ -31,16 +31,17 @@ def _samples(rng: random.Random, mean: float, n: int = 10) -> list[float]:
     return [round(rng.gauss(mean, mean * 0.02), 3) for _ in range(n)]
 
 
-def _bench_row(test: str, n_prompt: int, n_gen: int, samples: list[float], ik: bool, commit: str) -> dict:
+def _bench_row(test: str, n_prompt: int, n_gen: int, samples: list[float], ik: bool, commit: str,
+               quant: str) -> dict:
     if ik:   # ik's schema: per-backend booleans, a `test` field, no n_depth / backends
         fields = {"build_commit": commit, "build_number": 3900, "cuda": False, "vulkan": False, "blas": True,
                   "metal": False, "sycl": False, "gpu_blas": False, "rpc": "0", "cpu_info": "Xeon w5-3435X",
-                  "gpu_info": "", "model_type": "llama ?B Q8_0", "n_threads": 2, "flash_attn": True,
+                  "gpu_info": "", "model_type": f"llama ?B {quant}", "n_threads": 2, "flash_attn": True,
                   "test": test, "n_prompt": n_prompt, "n_gen": n_gen, "test_time": "2026-01-02T03:04:05Z"}
     else:
         fields = {"build_commit": commit, "build_number": 6000, "backends": "CUDA", "n_depth": 0,
                   "cpu_info": "AMD Ryzen 9 7950X", "gpu_info": "NVIDIA GeForce RTX 3090, NVIDIA GeForce RTX 3090",
-                  "model_type": "llama ?B Q8_0", "n_threads": 2, "flash_attn": 0, "n_prompt": n_prompt,
+                  "model_type": f"llama ?B {quant}", "n_threads": 2, "flash_attn": 0, "n_prompt": n_prompt,
                   "n_gen": n_gen, "test_time": "2026-01-02T03:04:05Z"}
     return {"test": test, "n_prompt": n_prompt, "n_gen": n_gen, "n_depth": 0 if not ik else 0,
             "avg_ts": statistics.fmean(samples), "stddev_ts": statistics.stdev(samples), "samples_ts": samples,
@@ -65,8 +66,8 @@ def make_records(runs_per_cell: int = 1) -> list[dict]:
                         "model": {"name": "tiny", "quant": quant, "path": f"/m/tiny-{quant}.gguf"},
                         "metrics": {"pp_tps": Metric.from_samples("pp64", pp).model_dump(),
                                     "tg_tps": Metric.from_samples("tg16", tg).model_dump()},
-                        "bench_rows": [_bench_row("pp64", 64, 0, pp, ik, commit),
-                                       _bench_row("tg16", 0, 16, tg, ik, commit)],
+                        "bench_rows": [_bench_row("pp64", 64, 0, pp, ik, commit, quant),
+                                       _bench_row("tg16", 0, 16, tg, ik, commit, quant)],
                         "sweep_rows": [], "timestamps": {"bench_started": "2026-01-02T03:04:05Z"}})
     sweep_rows = [{"rep": rep, "pp": 512, "tg": 128, "n_kv": n_kv, "t_pp": 1.0, "t_tg": 1.0,
                    "speed_pp": 400.0 - n_kv / 10 + rep, "speed_tg": 20.0 - n_kv / 200 + rep / 10}
@@ -264,8 +265,37 @@ def test_sqlite_export_derives_backends_from_ik_booleans_and_defaults_n_depth(re
     ik = conn.execute("SELECT DISTINCT backends, n_depth, flash_attn FROM llama_bench WHERE cpu_info=?",
                       ("Xeon w5-3435X",)).fetchall()
     assert ik == [("BLAS", 0, 1)]
-    imported = conn.execute("SELECT cpu_info, avg_ts, test_time FROM llama_bench WHERE build_commit='0c1e570'").fetchall()
+    imported = conn.execute("SELECT cpu_info, avg_ts, test_time FROM llama_bench "
+                            "WHERE build_commit='0c1e570'").fetchall()
     assert imported == [(IMPORTED_LABEL, 5.5, "2026-02-01T00:00:00Z")]
+
+
+# compare-llama-bench.py's LLAMA_BENCH_KEY_PROPERTIES: rows of two builds pair when all of these are equal.
+KEY_PROPERTIES = ["cpu_info", "gpu_info", "backends", "n_gpu_layers", "tensor_buft_overrides", "model_filename",
+                  "model_type", "n_batch", "n_ubatch", "embeddings", "cpu_mask", "cpu_strict", "poll", "n_threads",
+                  "type_k", "type_v", "use_mmap", "no_kv_offload", "split_mode", "main_gpu", "tensor_split",
+                  "flash_attn", "n_prompt", "n_gen", "n_depth"]
+
+
+def test_sqlite_rows_pair_the_way_compare_llama_bench_joins_them(records, comparisons):
+    """The script self-joins llama_bench on every key property with build_commit = -b / -c and
+    divides AVG(avg_ts); that must pair each cell and reproduce our ratio."""
+    conn = sqlite3.connect(":memory:")
+    conn.deserialize(reports.render("sqlite", records, []))
+    on = " AND ".join(f"tb.{p} = tc.{p}" for p in KEY_PROPERTIES)
+    group = ", ".join(f"tb.{p}" for p in KEY_PROPERTIES)
+    rows = conn.execute(f"SELECT tb.cpu_info, tb.model_type, tb.n_gen, AVG(tb.avg_ts), AVG(tc.avg_ts) "
+                        f"FROM llama_bench tb JOIN llama_bench tc ON {on} AND tb.build_commit = 'abc1234' "
+                        f"AND tc.build_commit = 'def5678' GROUP BY {group}").fetchall()
+    assert len(rows) == len(comparisons)
+    for cpu, model_type, n_gen, base, cand in rows:
+        rec = next(r for r in _bench(records) if r["params"]["ref"] == "b"
+                   and r["bench_rows"][0]["fields"]["cpu_info"] == cpu
+                   and r["params"]["quant"] == model_type.split()[-1])
+        comp = next(c for c in comparisons if c["hardware_class"] == rec["hardware_class"]
+                    and c["params"]["quant"] == rec["params"]["quant"]
+                    and c["metric"] == ("tg_tps" if n_gen else "pp_tps"))
+        assert cand / base == pytest.approx(comp["ratio"])
 
 
 def test_render_writes_out_path_and_rejects_unknown_formats(records, tmp_path):
@@ -274,3 +304,15 @@ def test_render_writes_out_path_and_rejects_unknown_formats(records, tmp_path):
     assert out.read_text(encoding="utf-8") == text
     with pytest.raises(ValueError, match="unknown report format"):
         reports.render("pdf", records, [])
+
+
+@pytest.mark.parametrize("fmt", reports.FORMATS)
+def test_every_format_renders_an_empty_record_set(fmt):
+    out = reports.render(fmt, [], [])
+    assert out and isinstance(out, bytes if fmt == "sqlite" else str)
+
+
+def test_failed_runs_are_counted_in_the_status_column(records):
+    failed = {**_bench(records)[0], "run_id": "retry", "status": "run_failed", "metrics": {}, "bench_rows": []}
+    md = reports.render("markdown", [*records, failed], [])
+    assert "1 ok, 1 run_failed" in md

@@ -95,8 +95,10 @@ def _finite(value):
 
 
 def render_json(report: Report, records: list[dict]) -> str:
+    """Compact: json's C encoder is used only without indent (an indented 100k-record report
+    took 13 s, compact about a third of that); pipe it through `jq .` to read it."""
     data = report_dict(report, records)
     try:
-        return json.dumps(data, indent=1, default=str, allow_nan=False)
+        return json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
     except ValueError:
-        return json.dumps(_finite(data), indent=1, default=str, allow_nan=False)
+        return json.dumps(_finite(data), separators=(",", ":"), default=str, allow_nan=False)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from . import plots
 from .model import METRIC_TITLES, Report, comparison_cells, comparison_headers, correction_name, display
 
 STYLE = """
@@ -35,7 +34,7 @@ def _table(headers: list[str], rows: list[list[str]], numeric: range | set, cls_
     return "\n".join(out)
 
 
-def _plot(p: plots.Plot) -> str:
+def _plot(p) -> str:
     data = base64.b64encode(p.png).decode("ascii")
     note = f'<p class="note">{escape(p.note)}</p>' if p.note else ""
     return (f"<h3>{escape(p.title)}</h3>\n<p class=\"read\">How to read this: {escape(p.how_to_read)}</p>\n"
@@ -55,6 +54,7 @@ def _class_table(report: Report, hw_class: str) -> str:
 
 
 def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> str:
+    from . import plots     # matplotlib costs about a second to import; only HTML needs it
     body = ["<h1>hwmatrix report</h1>",
             f"<p>{report.n_records} records, {len(report.classes)} hardware classes, {len(report.cells)} cells. "
             "Values are tokens/s, mean ± sd over every repetition of every run of a cell.</p>"]
@@ -70,7 +70,8 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
                  "class.</p>"]
         warned = [c for c in comps if c.get("warnings")]
         if warned:
-            items = "".join(f"<li>{escape(report.class_display(c.get('hardware_class')))} · {escape(str(c.get('cell')))}"
+            items = "".join(f"<li>{escape(report.class_display(c.get('hardware_class')))} · "
+                            f"{escape(str(c.get('cell')))}"
                             f" · {escape(str(c.get('metric')))}: {escape('; '.join(c['warnings']))}</li>"
                             for c in warned)
             body.append(f"<h3>Warnings</h3><ul>{items}</ul>")

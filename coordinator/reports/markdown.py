@@ -64,7 +64,8 @@ def sweep_tables(report: Report) -> list[str]:
                 row += [pp.text() if pp and pp.n else "-", tg.text() if tg and tg.n else "-"]
             rows.append(row)
         title = report.label(entry["params"], skip=("ref",))
-        out.append(f"**{_esc(title)}** (t/s, mean ± sd over repetitions)\n\n" + table(headers, rows, numeric=range(len(headers))))
+        out.append(f"**{_esc(title)}** (t/s, mean ± sd over repetitions)\n\n"
+                   + table(headers, rows, numeric=range(len(headers))))
     return out
 
 

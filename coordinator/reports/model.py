@@ -127,7 +127,10 @@ class CellSummary:
     metrics: dict[str, Pooled] = field(default_factory=dict)
 
     def status_text(self) -> str:
-        return ", ".join(f"{n} {s}" if n > 1 else s for s, n in sorted(self.statuses.items()))
+        """'ok' when every run is ok, else the count of each status ('29 ok, 1 run_failed')."""
+        if set(self.statuses) == {"ok"}:
+            return "ok"
+        return ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
 
 
 @dataclass
