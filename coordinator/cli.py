@@ -81,6 +81,12 @@ def cmd_import(args) -> int:
     return EXIT_OK
 
 
+def cmd_selftest(args) -> int:
+    from coordinator.selftest import selftest
+
+    return selftest(rounds=args.rounds, reps=args.repetitions, store_url=args.store)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwmatrix", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--store", default=None)
     imp.add_argument("--run-id", default=None)
     imp.set_defaults(func=cmd_import)
+
+    st = sub.add_parser("selftest", help="A/A experiment: the false-positive rate of verdicts on this machine")
+    st.add_argument("--rounds", type=int, default=3)
+    st.add_argument("--repetitions", type=int, default=10)
+    st.add_argument("--store", default=None, help="where its records go (default: <cache>/selftest-store)")
+    st.set_defaults(func=cmd_selftest)
     return parser
 
 

@@ -33,6 +33,16 @@ def render_table(plan: Plan, records: dict[str, list[dict]], not_run: dict[str, 
 
 
 def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool) -> int:
+    """`hwmatrix run`: measure what is missing, then print the table; the exit code says
+    whether every matched cell has an ok record."""
+    plan, run_id, records, matched, unmatched = execute(path, store_url, run_id, fresh, skip_unmatched)
+    print(render_table(plan, records, {c.cell_id: "skipped: no agent matches" for c, _ in unmatched}))
+    statuses = [r["status"] for c in matched for r in records.get(c.cell_id, [])[:1]]
+    return EXIT_OK if statuses and all(s == "ok" for s in statuses) else EXIT_CELLS_FAILED
+
+
+def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool):
+    """Plan, skip what the store has, dispatch the rest; (plan, run_id, records, matched, unmatched)."""
     plan = load_plan(path)
     try:
         profile = probe()
@@ -73,6 +83,4 @@ def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool
                  already_done=len(done), total=len(done) + len(todo))
         records = stored_records(store, run_id)
     write_manifest(store, plan, run_id, records, "complete")
-    print(render_table(plan, records, {c.cell_id: "skipped: no agent matches" for c, _ in unmatched}))
-    statuses = [r["status"] for c in matched for r in records.get(c.cell_id, [])[:1]]
-    return EXIT_OK if statuses and all(s == "ok" for s in statuses) else EXIT_CELLS_FAILED
+    return plan, run_id, records, matched, unmatched
