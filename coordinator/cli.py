@@ -81,6 +81,40 @@ def cmd_import(args) -> int:
     return EXIT_OK
 
 
+def cmd_report(args) -> int:
+    from agent.paths import default_store_url
+    from agent.store import StoreError, open_store
+    from coordinator.compare import comparisons
+    from coordinator.records import load_records
+    from coordinator.reports import render
+    from coordinator.stats import Settings
+
+    fmt = "sqlite" if args.export == "sqlite" else args.format
+    if fmt == "sqlite" and not args.out:
+        raise UserError("--export sqlite needs --out FILE")
+    try:
+        store = open_store(args.store or default_store_url())
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    records = [r for run in (args.run or [None]) for r in load_records(store, run)]
+    if args.matrix:
+        records = [r for r in records if r.get("matrix", {}).get("name") == args.matrix]
+    if not records:
+        raise UserError(f"no records in {store.url} for that selection")
+    settings = Settings(correction=args.correction)
+    rows = []
+    if args.baseline or args.candidate:
+        if not (args.baseline and args.candidate) or list(args.baseline) != list(args.candidate):
+            raise UserError("--baseline and --candidate go together and name the same axis")
+        rows = comparisons(records, args.baseline, args.candidate, settings)
+    out = render(fmt, records, rows, args.out, correction=settings.correction)
+    if args.out:
+        print(f"wrote {fmt} report of {len(records)} records to {args.out}")
+    else:
+        print(out)
+    return EXIT_OK
+
+
 def cmd_selftest(args) -> int:
     from coordinator.selftest import selftest
 
@@ -126,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--store", default=None)
     imp.add_argument("--run-id", default=None)
     imp.set_defaults(func=cmd_import)
+
+    rep = sub.add_parser("report", help="markdown / csv / json / html report of stored records")
+    rep.add_argument("--store", default=None)
+    rep.add_argument("--run", action="append", help="run id (repeatable; default: every run in the store)")
+    rep.add_argument("--matrix", default=None, help="only records of this matrix name")
+    rep.add_argument("--format", choices=["md", "markdown", "csv", "json", "html"], default="md")
+    rep.add_argument("--export", choices=["sqlite"], default=None,
+                     help="write llama-bench's SQLite schema (llama_bench table) for compare-llama-bench.py")
+    rep.add_argument("--out", default=None, help="write to this file instead of stdout")
+    rep.add_argument("--baseline", type=_axis_value, default=None, help="AXIS=VALUE for the A/B section")
+    rep.add_argument("--candidate", type=_axis_value, default=None)
+    rep.add_argument("--correction", choices=["holm", "bh"], default="holm")
+    rep.set_defaults(func=cmd_report)
 
     st = sub.add_parser("selftest", help="A/A experiment: the false-positive rate of verdicts on this machine")
     st.add_argument("--rounds", type=int, default=3)
