@@ -153,9 +153,9 @@ def build_targets(cells: list[PlannedCell]) -> dict[tuple, set[str]]:
 
 
 def run_order(cells: list[PlannedCell]) -> list[PlannedCell]:
-    """Interleave refs: cells that differ only in ``ref`` run back to back (A B A B ...), so
-    drift over a sweep (heat, background load) hits each side alike. Builds stay cached, so
-    each one still happens once per agent."""
+    """Interleave refs: cells that differ only in ``ref`` run back to back, in alternating
+    order (A B, B A, A B ...), so drift and order effects over a sweep hit each side alike.
+    Builds stay cached, so each one still happens once per agent."""
     ref_rank = {}
     for cell in cells:
         ref_rank.setdefault(cell.params["ref"], len(ref_rank))
@@ -164,8 +164,9 @@ def run_order(cells: list[PlannedCell]) -> list[PlannedCell]:
         rest = tuple(sorted((k, repr(v)) for k, v in cell.params.items() if k != "ref"))
         groups.setdefault(rest, []).append(cell)
     ordered = []
-    for group in groups.values():
-        ordered += sorted(group, key=lambda c: ref_rank[c.params["ref"]])
+    for n, group in enumerate(groups.values()):
+        # counterbalanced (A B, then B A, ...): an order effect does not favour one side
+        ordered += sorted(group, key=lambda c: ref_rank[c.params["ref"]], reverse=bool(n % 2))
     return ordered
 
 

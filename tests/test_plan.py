@@ -55,3 +55,5 @@ def test_cells_that_differ_only_in_ref_run_back_to_back():
     assert [c.params["ref"] for c in first] == ["mainline-0.3.35", "mainline-0.3.36", "ik-0.1.5"]
     rest = {k: v for k, v in first[0].params.items() if k != "ref"}
     assert all({k: v for k, v in c.params.items() if k != "ref"} == rest for c in first)
+    second = order[3:6]
+    assert [c.params["ref"] for c in second] == ["ik-0.1.5", "mainline-0.3.36", "mainline-0.3.35"]
