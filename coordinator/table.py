@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from coordinator.reports.model import display as _display
+
 METRICS = ("pp_tps", "tg_tps")
 
 
@@ -99,12 +101,3 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]], baseline
     align = ["left"] * (len(headers) - 5) + ["right"] * 4 + ["left"]
     return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
 
-
-def _display(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
