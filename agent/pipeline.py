@@ -138,7 +138,7 @@ def _run(spec: CellSpec, record: ResultRecord, work: Path, logs: dict[str, Path]
     for i, argv in enumerate(warmups):
         report("warmup", f"{i + 1}/{len(warmups)}")
         result = run_process(argv, max(1.0, deadline - time.monotonic()), work / "warmup.out", work / "warmup.err",
-                             env=env)
+                             env=env, cwd=work)
         if result.timed_out or result.exit_code != 0:
             logs["warmup.err"] = work / "warmup.err"
             record.status = "timeout" if result.timed_out else "run_failed"
@@ -157,7 +157,10 @@ def _run(spec: CellSpec, record: ResultRecord, work: Path, logs: dict[str, Path]
         suffix = "" if i == 1 else f".{i}"
         out, err = work / f"stdout{suffix}.txt", work / f"stderr{suffix}.txt"
         logs[out.name], logs[err.name] = out, err
-        result = run_process(argv, max(1.0, deadline - time.monotonic()), out, err, env=env)
+        # cwd is the cell's work dir: ik's tools write llama.log into their working directory
+        result = run_process(argv, max(1.0, deadline - time.monotonic()), out, err, env=env, cwd=work)
+        if (work / "llama.log").is_file():
+            logs["llama.log"] = work / "llama.log"
         record.tool["argv"].append(argv)
         record.tool["exit_codes"].append(result.exit_code)
         record.tool["wall_s"].append(round(result.wall_s, 4))

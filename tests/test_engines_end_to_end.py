@@ -120,6 +120,14 @@ def test_sweep_bench_gives_a_row_per_n_kv_for_each_repetition(e2e):
     assert rec["metrics"]["pp_tps"]["n"] == REPS
 
 
+def test_engines_write_nothing_into_the_users_directory(e2e):
+    from tests.conftest import REPO
+
+    assert not (REPO / "llama.log").exists()
+    sweep = e2e["records"][("ik", False, "llama-sweep-bench")]
+    assert (e2e["store"] / sweep["logs"]["llama.log"]).is_file()     # kept as a log instead
+
+
 def test_logs_and_manifest_are_stored_beside_the_records(e2e):
     store = e2e["store"]
     rec = e2e["records"][("m35", False, "llama-bench")]
