@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agent.paths import cache_dir
-from agent.sources import ResolvedSource, _locked, export_tree
+from agent.sources import ResolvedSource, cache_lock, export_tree
 
 # Keep builds offline and small; mainline reads LLAMA_BUILD_APP/OPENSSL only in newer trees.
 OFFLINE_FLAGS = [
@@ -125,7 +125,7 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
     root = cache_dir("builds") / key.digest()
     state_file = root / "build.json"
     log_path = root / "build.log"
-    with _locked(root.with_suffix(".lock")):
+    with cache_lock(root.with_suffix(".lock")):
         if state_file.is_file():
             state = json.loads(state_file.read_text())
             if set(targets) <= set(state["targets"]) and all(Path(p).is_file() for p in state["binaries"].values()):

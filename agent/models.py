@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent.cellspec import ModelSpec
 from agent.paths import cache_dir
-from agent.sources import _locked
+from agent.sources import cache_lock
 from agent.tinymodel import params_from_dict, write_tiny_llama
 
 # Types whose quantization needs an importance matrix (llama-imatrix); not produced here yet.
@@ -57,7 +57,7 @@ def source_model(spec: ModelSpec) -> Path:
         params = params_from_dict(spec.params)
         tag = hashlib.sha256(json.dumps(params.__dict__, sort_keys=True).encode()).hexdigest()[:12]
         path = cache_dir("models") / f"tiny-llama-{tag}-F32.gguf"
-        with _locked(path.with_suffix(".lock")):
+        with cache_lock(path.with_suffix(".lock")):
             if not path.is_file():
                 write_tiny_llama(path, params)
         return path
@@ -85,7 +85,7 @@ def model_file(spec: ModelSpec, quant: str | None, quantize_bin: Path | None, qu
         raise ModelError("a quant was asked for but no llama-quantize was built")
     out = cache_dir("models", "quantized") / f"{source_sha[:16]}-{quant}-{(quantize_hash or 'x')[:12]}.gguf"
     log = out.with_suffix(".log")
-    with _locked(out.with_suffix(".lock")):
+    with cache_lock(out.with_suffix(".lock")):
         if not out.is_file():
             tmp = out.with_name(out.name + ".part")
             threads = str(os.cpu_count() or 1)

@@ -55,7 +55,7 @@ class ResolvedSource:
 
 
 @contextmanager
-def _locked(path: Path):
+def cache_lock(path: Path):
     """Serialize work on one cache entry across processes (several agents on one box)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
@@ -101,7 +101,7 @@ def resolve_git(repo: str, ref_kind: str, value: str) -> ResolvedSource:
     """Mirror ``repo`` (fetching what the ref needs) and resolve the ref to a commit."""
     url = normalize_repo(repo)
     mirror = cache_dir("repos") / _slug(url)
-    with _locked(mirror.with_suffix(".lock")):
+    with cache_lock(mirror.with_suffix(".lock")):
         if not (mirror / "HEAD").exists():
             shutil.rmtree(mirror, ignore_errors=True)
             try:
@@ -200,7 +200,7 @@ def _fix_vendored_tree(tree: Path, upstream: str | None) -> None:
 def prepare_sdist_repo(package: str, versions: list[str]) -> Path:
     """A local git repo with one commit per sdist version, in the order given, tagged v<version>."""
     repo = cache_dir("sdist-repos") / f"{package}-{_slug(','.join(versions))}"
-    with _locked(repo.with_suffix(".lock")):
+    with cache_lock(repo.with_suffix(".lock")):
         if (repo / ".git").is_dir():
             tags = set(git("tag", "--list", cwd=repo).split())
             if {f"v{v}" for v in versions} <= tags:

@@ -7,7 +7,6 @@ node can run (selectors are checked against the live nodes before submitting).
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import ray

@@ -11,7 +11,7 @@ from agent.probe import ProfileError, probe, profile_labels
 from agent.record import utc_now
 from agent.store import StoreError, manifest_key, open_store
 from coordinator.records import stored_records
-from coordinator.errors import EXIT_BAD_INPUT, EXIT_CELLS_FAILED, EXIT_OK, UserError
+from coordinator.errors import EXIT_CELLS_FAILED, EXIT_OK, UserError
 from coordinator.plan import Plan, build_targets, load_plan, match_cells, run_order, unmatched_listing
 from coordinator.table import comparison_table
 

@@ -6,8 +6,6 @@ The first run compiles three engine trees (minutes); later runs hit the build ca
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 
