@@ -5,7 +5,7 @@ class. Imported records (someone's pasted numbers) get a ratio but no verdict.
 """
 from __future__ import annotations
 
-from coordinator.stats import Settings, compare, compare_many
+from coordinator.stats import Comparison, Settings, compare, compare_many
 
 METRICS = ("pp_tps", "tg_tps")
 
@@ -37,6 +37,27 @@ def pair_records(records: list[dict], baseline: dict, candidate: dict) -> list[t
     return pairs
 
 
+def _same_binary(base: dict, cand: dict) -> bool:
+    digest = base.get("engine", {}).get("binary_hash")
+    return digest is not None and digest == cand.get("engine", {}).get("binary_hash")
+
+
+def judge(triples: list[tuple[dict, dict, str]], settings: Settings = Settings()) -> list[Comparison]:
+    """A Comparison per (baseline record, candidate record, metric), all with samples.
+    Identical binaries are "same binary" outright and take no part in the correction."""
+    out: list[Comparison | None] = [None] * len(triples)
+    fresh = []
+    for i, (base, cand, metric) in enumerate(triples):
+        b, c = base["metrics"][metric]["samples"], cand["metrics"][metric]["samples"]
+        if _same_binary(base, cand):
+            out[i] = compare(b, c, metric, settings, same_binary=True)
+        else:
+            fresh.append((i, b, c, metric))
+    for (i, *_), result in zip(fresh, compare_many([(b, c, m) for _, b, c, m in fresh], settings)):
+        out[i] = result
+    return out
+
+
 def comparisons(records: list[dict], baseline: dict, candidate: dict,
                 settings: Settings = Settings(), metrics=METRICS) -> list[dict]:
     """One dict per (pair, metric), with multiple-comparison control across all of them."""
@@ -53,8 +74,6 @@ def comparisons(records: list[dict], baseline: dict, candidate: dict,
                    "hardware_class": cand.get("hardware_class"), "metric": metric,
                    "baseline": base_value, "candidate": cand_value}
             imported = "imported" in (base.get("origin"), cand.get("origin"))
-            same_binary = (not imported and base.get("engine", {}).get("binary_hash") is not None
-                           and base["engine"].get("binary_hash") == cand.get("engine", {}).get("binary_hash"))
             if imported or not b.get("samples") or not c.get("samples"):
                 ratio = (c["mean"] / b["mean"]) if b.get("mean") and c.get("mean") else None
                 row.update(ratio=ratio, ci_low=None, ci_high=None, p_value=None, p_adjusted=None, test=None,
@@ -63,24 +82,13 @@ def comparisons(records: list[dict], baseline: dict, candidate: dict,
                            else ["no per-repetition samples"], more_runs=None)
                 rows.append(row)
                 continue
-            tested.append((row, b["samples"], c["samples"], same_binary))
+            tested.append((row, (base, cand, metric)))
             rows.append(row)
-    # Identical binaries are "same binary" outright and take no part in the correction.
-    fresh = [t for t in tested if not t[3]]
-    results = dict(zip((id(t[0]) for t in fresh),
-                       compare_many([(b, c, row["metric"]) for row, b, c, _ in fresh], settings)))
-    for row, b, c, same_binary in tested:
-        result = compare(b, c, row["metric"], settings, same_binary=True) if same_binary else results[id(row)]
+    for (row, _), result in zip(tested, judge([t for _, t in tested], settings)):
         data = result.as_dict()
         row.update({k: data[k] for k in ("ratio", "ci_low", "ci_high", "p_value", "p_adjusted", "test",
                                           "verdict", "n_base", "n_cand", "warnings", "more_runs")})
     return rows
-
-
-def _mean_sd(rec_metric: dict | None) -> str:
-    if not rec_metric or rec_metric.get("mean") is None:
-        return "-"
-    return f"{rec_metric['mean']:.2f} ± {rec_metric.get('sd') or 0:.2f}"
 
 
 def render_comparisons(rows: list[dict], settings: Settings) -> str:

@@ -17,6 +17,7 @@ from agent import cellspec as spec_types
 from coordinator.errors import EXIT_OK, UserError
 from coordinator.hardware_match import matches
 from coordinator.matrix import Matrix, MatrixError, load_matrix
+from coordinator.reports.model import display
 
 IK_ONLY_FLAGS = ("rtr", "fmoe")     # off is simply "not asked for" on mainline
 
@@ -44,7 +45,7 @@ class PlannedCell:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={_show(v)}" for k, v in self.params.items() if k != "model" or len(self.matrix.models) > 1)
+        return " ".join(f"{k}={display(v)}" for k, v in self.params.items() if k != "model" or len(self.matrix.models) > 1)
 
     @property
     def build_label(self) -> str:
@@ -114,14 +115,6 @@ class Plan:
         if not self.matrix.compare or not self.matrix.compare.baseline:
             return None
         return {k: v for k, v in self.matrix.compare.baseline.model_dump(exclude_none=True).items()}
-
-
-def _show(value) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, dict):
-        return ",".join(f"{k}{v}" for k, v in value.items())
-    return str(value)
 
 
 def load_plan(path: str) -> Plan:

@@ -28,21 +28,12 @@ def _change(metric: dict | None, base: dict | None, verdict: str | None) -> str:
 
 def _verdicts(pairs: list[tuple[dict, dict, str]]) -> list[str | None]:
     """Verdict per (baseline record, record, metric), corrected across the whole table."""
-    from coordinator.stats import compare, compare_many
+    from coordinator.compare import judge
 
-    tested = [(i, b["metrics"][m]["samples"], r["metrics"][m]["samples"], m) for i, (b, r, m) in enumerate(pairs)
-              if b.get("metrics", {}).get(m, {}).get("samples") and r.get("metrics", {}).get(m, {}).get("samples")]
-    out: list[str | None] = [None] * len(pairs)
-    fresh = []
-    for i, bs, rs, m in tested:
-        b_hash = pairs[i][0].get("engine", {}).get("binary_hash")
-        if b_hash and b_hash == pairs[i][1].get("engine", {}).get("binary_hash"):
-            out[i] = compare(bs, rs, m, same_binary=True).verdict
-        else:
-            fresh.append((i, bs, rs, m))
-    for (i, *_), result in zip(fresh, compare_many([(bs, rs, m) for _, bs, rs, m in fresh])):
-        out[i] = result.verdict
-    return out
+    has = [bool(b.get("metrics", {}).get(m, {}).get("samples") and r.get("metrics", {}).get(m, {}).get("samples"))
+           for b, r, m in pairs]
+    judged = iter(judge([p for p, ok in zip(pairs, has) if ok]))
+    return [next(judged).verdict if ok else None for ok in has]
 
 
 def _key(params: dict) -> tuple:
