@@ -47,9 +47,12 @@ class ModelSpec(_Strict):
 
 
 class Repetitions(_Strict):
+    """Counts are repetitions; each engine process does ``per_process`` of them, and the
+    process, not the repetition, is what the statistics count as one sample."""
     min: int = 10
     max: int = 10
     target_ci_pct: float | None = None
+    per_process: int = Field(1, ge=1)
 
 
 class Hygiene(_Strict):

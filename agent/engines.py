@@ -84,13 +84,11 @@ def invocation(spec: CellSpec, binary: str, model: str, reps: int) -> list[str]:
 
 
 def next_batch(spec: CellSpec, done: int) -> int:
-    """Repetitions the next process should do: the minimum first, then top-ups of half of it."""
+    """Repetitions the next process should do: ``per_process`` (llama-bench -r), never past
+    the cap. sweep-bench measures each N_KV once per process."""
     if spec.tool != "llama-bench":
         return 1
-    rep = spec.repetitions
-    if done < rep.min:
-        return rep.min - done
-    return max(1, min(max(2, rep.min // 2), rep.max - done))
+    return max(1, min(spec.repetitions.per_process, spec.repetitions.max - done))
 
 
 def warmup_invocations(spec: CellSpec, binary: str, model: str) -> list[list[str]]:
@@ -111,22 +109,25 @@ def parse_output(tool: str, stdout: str, stderr: str) -> ParsedOutput:
 
 
 def metrics_from(tool: str, outputs: list[ParsedOutput]) -> dict[str, Metric]:
-    """pp_tps / tg_tps with every repetition's value."""
-    metrics: dict[str, Metric] = {}
+    """pp_tps / tg_tps with every repetition's value and the process it came from
+    (one output per process)."""
+    samples: dict[str, list[float]] = {}
+    sizes: dict[str, list[int]] = {}
+    tests: dict[str, str] = {}
     if tool == "llama-bench":
         for out in outputs:
             for row in out.bench_rows:
                 name = "pp_tps" if row.n_gen == 0 else "tg_tps" if row.n_prompt == 0 else "pg_tps"
-                samples = row.samples_ts or ([row.avg_ts] if row.avg_ts is not None else [])
-                # adaptive repetitions: later processes add to the first one's samples
-                previous = metrics[name].samples if name in metrics else []
-                metrics[name] = Metric.from_samples(row.test, previous + samples)
-        return metrics
-    first_rows = [out.sweep_rows[0] for out in outputs if out.sweep_rows]
-    if first_rows:
-        n_kv = first_rows[0].n_kv
-        metrics["pp_tps"] = Metric.from_samples(f"pp{first_rows[0].pp}@kv{n_kv} (sweep)",
-                                                [r.speed_pp for r in first_rows])
-        metrics["tg_tps"] = Metric.from_samples(f"tg{first_rows[0].tg}@kv{n_kv} (sweep)",
-                                                [r.speed_tg for r in first_rows])
-    return metrics
+                values = row.samples_ts or ([row.avg_ts] if row.avg_ts is not None else [])
+                samples.setdefault(name, []).extend(values)
+                sizes.setdefault(name, []).append(len(values))
+                tests[name] = row.test
+    else:
+        first_rows = [out.sweep_rows[0] for out in outputs if out.sweep_rows]
+        if first_rows:
+            first = first_rows[0]
+            tests = {"pp_tps": f"pp{first.pp}@kv{first.n_kv} (sweep)", "tg_tps": f"tg{first.tg}@kv{first.n_kv} (sweep)"}
+            samples = {"pp_tps": [r.speed_pp for r in first_rows], "tg_tps": [r.speed_tg for r in first_rows]}
+            sizes = {name: [1] * len(first_rows) for name in samples}
+    return {name: Metric.from_samples(tests[name], values, process_sizes=sizes[name])
+            for name, values in samples.items()}

@@ -1,5 +1,8 @@
-"""The agent pipeline for one cell: source -> build -> model -> hygiene -> run -> parse -> record.
+"""The agent pipeline: source -> build -> model -> hygiene -> run -> parse -> record.
 
+Cells that differ only in their ref (an A/B group) run together: every build and model is
+ready before the first measurement, then the cells take turns one engine process at a
+time (A B, B A, A B ...), so a noisy neighbour or thermal drift hits both sides alike.
 Every failure becomes a record with its status and logs; nothing here raises for a
 foreseeable problem, so the sweep goes on.
 """
@@ -9,6 +12,7 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,13 +22,14 @@ from agent.cellspec import CellSpec
 from agent.parsers import ParseError
 from agent.paths import cache_dir
 from agent.probe import probe
-from agent.record import ResultRecord, ci_half_width_pct, utc_now
+from agent.record import ResultRecord, ci_half_width_pct, process_means, utc_now
 from agent.runner import engine_env, run_process
 from agent.sources import SourceError, resolve
 from agent.spool import deliver, spool_record
 from agent.store import log_key
 
-Reporter = Callable[[str, str], None]
+Reporter = Callable[[str, str, str], None]     # (cell id, phase, detail)
+PhaseReporter = Callable[[str, str], None]     # (phase, detail) of one cell
 
 
 def agent_id_for(profile) -> str:
@@ -44,44 +49,224 @@ def _gpu_env(gpus: int | None) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
 
 
+@dataclass
+class _Cell:
+    """One cell's state while its group is measured."""
+    spec: CellSpec
+    record: ResultRecord
+    work: Path
+    logs: dict[str, Path] = field(default_factory=dict)
+    argv: list[str] | None = None       # the tool and model, once prepared; None = failed
+    env: dict[str, str] = field(default_factory=dict)
+    outputs: list = field(default_factory=list)
+    done: int = 0                       # repetitions measured
+    processes: int = 0
+    used_s: float = 0.0                 # measuring time spent, against spec.timeout_s
+    measuring: bool = False
+
+    def left_s(self) -> float:
+        return max(1.0, self.spec.timeout_s - self.used_s)
+
+
 def run_cell(spec: CellSpec, report: Reporter | None = None) -> ResultRecord:
     """Run one cell and store its record (spooled first); returns the record."""
-    report = report or (lambda phase, detail: None)
+    return run_cells([spec], report)[0]
+
+
+def run_cells(specs: list[CellSpec], report: Reporter | None = None) -> list[ResultRecord]:
+    """Run an A/B group of cells interleaved at the process level; store and return their
+    records (in the order given)."""
+    report = report or (lambda cell_id, phase, detail: None)
     profile = probe()
-    agent_id = agent_id_for(profile)
+    cells = [_start(spec, profile) for spec in specs]
+    for step in (_prepare, _warm_up):
+        for cell in cells:
+            _guarded(cell, step, report)
+    rounds = 0
+    while any(cell.measuring for cell in cells):
+        # counterbalanced: A B, then B A, ... so neither side always goes first
+        for cell in (cells if rounds % 2 == 0 else reversed(cells)):
+            if cell.measuring:
+                _guarded(cell, _measure_once, report)
+        rounds += 1
+        if _group_finished(cells):
+            break
+    return [_finish(cell, lambda phase, detail: report(cell.spec.cell_id, phase, detail)) for cell in cells]
+
+
+def _start(spec: CellSpec, profile) -> _Cell:
     record = ResultRecord(
         run_id=spec.run_id, matrix={"name": spec.matrix_name, "hash": spec.matrix_hash},
-        cell_id=spec.cell_id, agent_id=agent_id, params=spec.params, status="ok",
+        cell_id=spec.cell_id, agent_id=agent_id_for(profile), params=spec.params, status="ok",
         engine={"name": spec.engine.name, "kind": spec.engine.kind, "source": spec.engine.source(),
                 "ref": spec.ref.model_dump(), "cmake": list(spec.engine.cmake)},
         model={"name": spec.model.name, "quant": spec.quant},
-        tool={"name": spec.tool, "argv": [], "exit_codes": [], "wall_s": []},
+        tool={"name": spec.tool, "argv": [], "exit_codes": [], "wall_s": [], "started": []},
         hardware=profile.model_dump(), hardware_class=profile.hardware_class,
         timestamps={"started": utc_now()},
     )
     work = Path(tempfile.mkdtemp(prefix=f"{spec.cell_id}-", dir=cache_dir("work")))
-    logs: dict[str, Path] = {}
+    return _Cell(spec=spec, record=record, work=work)
+
+
+def _guarded(cell: _Cell, step, report: Reporter) -> None:
+    """Run one step of a cell that has not failed; an unforeseen bug still yields a record."""
+    if cell.record.status != "ok":
+        return
     try:
-        _run(spec, record, work, logs, report)
-    except Exception as exc:  # noqa: BLE001 - an unforeseen bug still yields a record
-        record.status, record.error = "run_failed", f"internal error: {type(exc).__name__}: {exc}"
+        step(cell, lambda phase, detail: report(cell.spec.cell_id, phase, detail))
+    except Exception as exc:  # noqa: BLE001
+        cell.record.status, cell.record.error = "run_failed", f"internal error: {type(exc).__name__}: {exc}"
+    if cell.record.status != "ok":
+        cell.measuring = False
+
+
+def _prepare(cell: _Cell, report: PhaseReporter) -> None:
+    """Source, build and model: everything slow and noisy happens before any measurement."""
+    spec, record = cell.spec, cell.record
+    report("checkout", f"{spec.engine.name}@{spec.ref.name}")
+    try:
+        resolved = resolve(spec.engine.source(), spec.ref.kind, spec.ref.value)
+        record.engine.update(repo_id=resolved.repo_id, commit=resolved.commit,
+                             upstream_commit=resolved.upstream_commit)
+        report("build", f"{spec.engine.name}@{spec.ref.name} {resolved.commit[:10]}")
+        built = build(resolved, list(spec.engine.cmake), _targets(spec))
+    except (SourceError, BuildError) as exc:
+        record.status, record.error = "build_failed", str(exc)
+        if getattr(exc, "log_path", None):
+            cell.logs["build.log"] = exc.log_path
+        return
+    cell.logs["build.log"] = built.log_path
+    record.engine["build"] = {"key": built.key.__dict__ | {"cmake_flags": list(built.key.cmake_flags)},
+                              "digest": built.key.digest(), "cached": built.cached,
+                              "seconds": round(built.seconds, 2)}
+    record.engine["binary_hash"] = built.binary_hash.get(spec.tool)
+    try:
+        report("quantize" if spec.quant else "model", f"{spec.model.name} {spec.quant or ''}".strip())
+        quantize = built.bin("llama-quantize") if spec.quant else None
+        mfile = models.model_file(spec.model, spec.quant, quantize, built.binary_hash.get("llama-quantize"))
+        record.model.update(path=str(mfile.path), sha256=mfile.sha256, source_sha256=mfile.source_sha256)
+        engines.check_args(spec.engine.kind, spec.tool, spec.args)
+    except (models.ModelError, engines.ArgError) as exc:
+        record.status, record.error = "run_failed", str(exc)
+        return
+    cell.argv = [str(built.bin(spec.tool)), str(mfile.path)]
+    cell.env = engine_env(_gpu_env(spec.gpus))
+
+
+def _warm_up(cell: _Cell, report: PhaseReporter) -> None:
+    """Hygiene (cache drop, idle wait, cool-down) and untimed runs, then the cell measures."""
+    spec, record = cell.spec, cell.record
+    report("hygiene", spec.cell_id)
+    try:
+        record.hygiene = hygiene.prepare(spec.hygiene.drop_caches, spec.hygiene.max_load, spec.hygiene.cooldown_s)
+    except hygiene.HygieneError as exc:
+        record.status, record.error = "run_failed", str(exc)
+        return
+    record.hygiene["warmup"] = spec.hygiene.warmup
+    warmups = engines.warmup_invocations(spec, *cell.argv)
+    for i, argv in enumerate(warmups):
+        report("warmup", f"{i + 1}/{len(warmups)}")
+        result = run_process(argv, cell.left_s(), cell.work / "warmup.out", cell.work / "warmup.err",
+                             env=cell.env, cwd=cell.work)
+        cell.used_s += result.wall_s
+        if result.timed_out or result.exit_code != 0:
+            cell.logs["warmup.err"] = cell.work / "warmup.err"
+            record.status = "timeout" if result.timed_out else "run_failed"
+            record.error = f"warmup run {i + 1} {'timed out' if result.timed_out else f'exited with {result.exit_code}'}"
+            return
+    record.hygiene["extra_warmup_runs"] = len(warmups)
+    record.timestamps["bench_started"] = utc_now()
+    cell.measuring = True
+
+
+def _measure_once(cell: _Cell, report: PhaseReporter) -> None:
+    """One engine process; stops the cell on failure or once it reached its cap."""
+    spec, record, rep = cell.spec, cell.record, cell.spec.repetitions
+    batch = engines.next_batch(spec, cell.done)
+    argv = engines.invocation(spec, cell.argv[0], cell.argv[1], batch)
+    report("run", f"{spec.tool} repetitions {cell.done + 1}-{cell.done + batch} (min {rep.min}, max {rep.max})")
+    cell.processes += 1
+    suffix = "" if cell.processes == 1 else f".{cell.processes}"
+    out, err = cell.work / f"stdout{suffix}.txt", cell.work / f"stderr{suffix}.txt"
+    cell.logs[out.name], cell.logs[err.name] = out, err
+    record.tool["started"].append(utc_now())
+    # cwd is the cell's work dir: ik's tools write llama.log into their working directory
+    result = run_process(argv, cell.left_s(), out, err, env=cell.env, cwd=cell.work)
+    cell.used_s += result.wall_s
+    if (cell.work / "llama.log").is_file():
+        cell.logs["llama.log"] = cell.work / "llama.log"
+    record.tool["argv"].append(argv)
+    record.tool["exit_codes"].append(result.exit_code)
+    record.tool["wall_s"].append(round(result.wall_s, 4))
+    if result.timed_out:
+        record.status, record.error = "timeout", f"killed after the cell's {spec.timeout_s:g} s timeout"
+    elif result.truncated:
+        record.status, record.error = "run_failed", "output exceeded the size cap; process killed"
+    elif result.exit_code != 0:
+        tail = (result.stderr().strip().splitlines() or [""])[-1][:300]
+        record.status, record.error = "run_failed", f"{spec.tool} exited with {result.exit_code}: {tail}"
+    else:
+        try:
+            parsed = engines.parse_output(spec.tool, result.stdout(), result.stderr())
+        except ParseError as exc:
+            record.status, record.error = "parse_error", str(exc)
+            return
+        cell.outputs.append(parsed)
+        _keep_rows(record, parsed, cell.processes - 1)
+        cell.done += batch
+    if cell.done >= rep.max:
+        cell.measuring = False
+
+
+def _precise_enough(cell: _Cell) -> bool:
+    """At the minimum, and (adaptive) every metric's CI over process units is tight enough."""
+    rep = cell.spec.repetitions
+    if cell.done < rep.min:
+        return False
+    if rep.target_ci_pct is None:
+        return True
+    metrics = engines.metrics_from(cell.spec.tool, cell.outputs)
+    return bool(metrics) and all(ci_half_width_pct(process_means(m.samples, m.process_sizes)) <= rep.target_ci_pct
+                                 for m in metrics.values())
+
+
+def _group_finished(cells: list[_Cell]) -> bool:
+    """The group measures on together until every cell still measuring is precise enough,
+    so the A/B alternation stays balanced to the end."""
+    active = [c for c in cells if c.measuring]
+    if active and all(_precise_enough(c) for c in active):
+        for cell in active:
+            cell.measuring = False
+        return True
+    return not active
+
+
+def _finish(cell: _Cell, report: PhaseReporter) -> ResultRecord:
+    """Metrics and repetition facts, then spool and deliver the record with its logs."""
+    spec, record, rep = cell.spec, cell.record, cell.spec.repetitions
+    metrics_now = engines.metrics_from(spec.tool, cell.outputs) if cell.outputs else {}
+    if cell.argv is not None:
+        record.repetitions = {
+            "min": rep.min, "max": rep.max, "target_ci_pct": rep.target_ci_pct, "per_process": rep.per_process,
+            "done": cell.done, "processes": cell.processes,
+            "ci_half_width_pct": {k: round(ci_half_width_pct(process_means(m.samples, m.process_sizes)), 3)
+                                  for k, m in metrics_now.items()}}
+        record.timestamps["bench_finished"] = utc_now()
+    if record.status == "ok":
+        record.metrics = metrics_now
+        if not record.metrics:
+            record.status, record.error = "parse_error", "the tool's output held no pp or tg result"
     record.timestamps["finished"] = utc_now()
-    record.logs = {name: log_key(spec.run_id, spec.cell_id, agent_id, name) for name in logs}
+    record.logs = {name: log_key(spec.run_id, spec.cell_id, record.agent_id, name) for name in cell.logs}
     report("upload", spec.cell_id)
-    entry = spool_record(spec.store_url, record.model_dump(mode="json"), logs)
+    entry = spool_record(spec.store_url, record.model_dump(mode="json"), cell.logs)
     try:
         deliver(entry)
     except Exception as exc:  # noqa: BLE001 - stays spooled; `flush` delivers it later
         record.error = (record.error or "") + f" [spooled, not yet stored: {exc}]"
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(cell.work, ignore_errors=True)
     return record
-
-
-def _precise_enough(metrics: dict, target_ci_pct: float | None) -> bool:
-    """Fixed repetitions stop at the minimum; adaptive ones once every metric's CI is tight."""
-    if target_ci_pct is None:
-        return True
-    return bool(metrics) and all(ci_half_width_pct(m.samples) <= target_ci_pct for m in metrics.values())
 
 
 def _keep_rows(record: ResultRecord, parsed, process: int) -> None:
@@ -94,104 +279,3 @@ def _keep_rows(record: ResultRecord, parsed, process: int) -> None:
         record.sweep_rows.append({"rep": process, "pp": row.pp, "tg": row.tg, "n_kv": row.n_kv, "t_pp": row.t_pp,
                                   "speed_pp": row.speed_pp, "t_tg": row.t_tg, "speed_tg": row.speed_tg,
                                   **row.extra})
-
-
-def _run(spec: CellSpec, record: ResultRecord, work: Path, logs: dict[str, Path], report: Reporter) -> None:
-    report("checkout", f"{spec.engine.name}@{spec.ref.name}")
-    try:
-        resolved = resolve(spec.engine.source(), spec.ref.kind, spec.ref.value)
-        record.engine.update(repo_id=resolved.repo_id, commit=resolved.commit,
-                             upstream_commit=resolved.upstream_commit)
-        report("build", f"{spec.engine.name}@{spec.ref.name} {resolved.commit[:10]}")
-        built = build(resolved, list(spec.engine.cmake), _targets(spec))
-    except (SourceError, BuildError) as exc:
-        record.status, record.error = "build_failed", str(exc)
-        if getattr(exc, "log_path", None):
-            logs["build.log"] = exc.log_path
-        return
-    logs["build.log"] = built.log_path
-    record.engine["build"] = {"key": built.key.__dict__ | {"cmake_flags": list(built.key.cmake_flags)},
-                              "digest": built.key.digest(), "cached": built.cached,
-                              "seconds": round(built.seconds, 2)}
-    record.engine["binary_hash"] = built.binary_hash.get(spec.tool)
-
-    try:
-        if spec.quant:
-            report("quantize", f"{spec.model.name} {spec.quant}")
-        else:
-            report("model", spec.model.name)
-        quantize = built.bin("llama-quantize") if spec.quant else None
-        mfile = models.model_file(spec.model, spec.quant, quantize,
-                                  built.binary_hash.get("llama-quantize"))
-        record.model.update(path=str(mfile.path), sha256=mfile.sha256, source_sha256=mfile.source_sha256)
-        engines.check_args(spec.engine.kind, spec.tool, spec.args)
-        report("hygiene", spec.cell_id)
-        record.hygiene = hygiene.prepare(spec.hygiene.drop_caches, spec.hygiene.max_load, spec.hygiene.cooldown_s)
-        record.hygiene["warmup"] = spec.hygiene.warmup
-    except (models.ModelError, engines.ArgError, hygiene.HygieneError) as exc:
-        record.status, record.error = "run_failed", str(exc)
-        return
-
-    deadline = time.monotonic() + spec.timeout_s
-    env = engine_env(_gpu_env(spec.gpus))
-    warmups = engines.warmup_invocations(spec, str(built.bin(spec.tool)), str(mfile.path))
-    for i, argv in enumerate(warmups):
-        report("warmup", f"{i + 1}/{len(warmups)}")
-        result = run_process(argv, max(1.0, deadline - time.monotonic()), work / "warmup.out", work / "warmup.err",
-                             env=env, cwd=work)
-        if result.timed_out or result.exit_code != 0:
-            logs["warmup.err"] = work / "warmup.err"
-            record.status = "timeout" if result.timed_out else "run_failed"
-            record.error = f"warmup run {i + 1} {'timed out' if result.timed_out else f'exited with {result.exit_code}'}"
-            return
-    record.hygiene["extra_warmup_runs"] = len(warmups)
-    outputs = []
-    rep = spec.repetitions
-    done, i = 0, 0
-    record.timestamps["bench_started"] = utc_now()
-    while True:
-        batch = engines.next_batch(spec, done)
-        argv = engines.invocation(spec, str(built.bin(spec.tool)), str(mfile.path), batch)
-        report("run", f"{spec.tool} repetitions {done + 1}-{done + batch} (min {rep.min}, max {rep.max})")
-        i += 1
-        suffix = "" if i == 1 else f".{i}"
-        out, err = work / f"stdout{suffix}.txt", work / f"stderr{suffix}.txt"
-        logs[out.name], logs[err.name] = out, err
-        # cwd is the cell's work dir: ik's tools write llama.log into their working directory
-        result = run_process(argv, max(1.0, deadline - time.monotonic()), out, err, env=env, cwd=work)
-        if (work / "llama.log").is_file():
-            logs["llama.log"] = work / "llama.log"
-        record.tool["argv"].append(argv)
-        record.tool["exit_codes"].append(result.exit_code)
-        record.tool["wall_s"].append(round(result.wall_s, 4))
-        if result.timed_out:
-            record.status, record.error = "timeout", f"killed after the cell's {spec.timeout_s:g} s timeout"
-            break
-        if result.truncated:
-            record.status, record.error = "run_failed", "output exceeded the size cap; process killed"
-            break
-        if result.exit_code != 0:
-            tail = (result.stderr().strip().splitlines() or [""])[-1][:300]
-            record.status, record.error = "run_failed", f"{spec.tool} exited with {result.exit_code}: {tail}"
-            break
-        try:
-            parsed = engines.parse_output(spec.tool, result.stdout(), result.stderr())
-        except ParseError as exc:
-            record.status, record.error = "parse_error", str(exc)
-            break
-        outputs.append(parsed)
-        _keep_rows(record, parsed, i - 1)
-        done += batch
-        if done >= rep.max or (done >= rep.min and _precise_enough(engines.metrics_from(spec.tool, outputs),
-                                                                   rep.target_ci_pct)):
-            break
-    metrics_now = engines.metrics_from(spec.tool, outputs) if outputs else {}
-    record.repetitions = {"min": rep.min, "max": rep.max, "target_ci_pct": rep.target_ci_pct, "done": done,
-                          "processes": i,
-                          "ci_half_width_pct": {k: round(ci_half_width_pct(m.samples), 3)
-                                                for k, m in metrics_now.items()}}
-    record.timestamps["bench_finished"] = utc_now()
-    if record.status == "ok":
-        record.metrics = engines.metrics_from(spec.tool, outputs)
-        if not record.metrics:
-            record.status, record.error = "parse_error", "the tool's output held no pp or tg result"

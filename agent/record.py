@@ -1,6 +1,8 @@
 """The result record: one versioned JSON document per (cell, agent), with full provenance.
 
-Per-repetition samples are kept, never only means: the statistics need them.
+Per-repetition samples are kept, never only means, together with the process each came
+from: repetitions inside one engine process share that process's luck (memory placement,
+a noisy neighbour's burst), so the statistics treat the process as the unit.
 """
 from __future__ import annotations
 
@@ -23,18 +25,37 @@ class Metric(BaseModel):
     test: str                     # the tool's label, e.g. "pp64", "tg16", "sweep pp@n_kv=0"
     unit: str = "t/s"
     samples: list[float]
+    # samples per engine process, in order (sum = len(samples)); empty in records written
+    # before processes were tracked
+    process_sizes: list[int] = Field(default_factory=list)
     n: int = 0
     mean: float | None = None
     sd: float | None = None
     median: float | None = None
 
     @classmethod
-    def from_samples(cls, test: str, samples: list[float], unit: str = "t/s") -> "Metric":
+    def from_samples(cls, test: str, samples: list[float], unit: str = "t/s",
+                     process_sizes: list[int] | None = None) -> "Metric":
         clean = [float(s) for s in samples]
-        return cls(test=test, unit=unit, samples=clean, n=len(clean),
+        return cls(test=test, unit=unit, samples=clean, process_sizes=list(process_sizes or []), n=len(clean),
                    mean=statistics.fmean(clean) if clean else None,
                    sd=statistics.stdev(clean) if len(clean) > 1 else (0.0 if clean else None),
                    median=statistics.median(clean) if clean else None)
+
+
+def process_means(samples: list[float], process_sizes: list[int] | None) -> list[float]:
+    """The statistical units of a metric: one value per engine process (the mean of its
+    repetitions). Samples of unknown origin (no sizes, or sizes that don't add up) are
+    taken one by one, as before processes were tracked."""
+    sizes = list(process_sizes or [])
+    if not sizes or sum(sizes) != len(samples) or all(k == 1 for k in sizes):
+        return [float(s) for s in samples]
+    out, at = [], 0
+    for k in sizes:
+        if k > 0:
+            out.append(statistics.fmean(samples[at:at + k]))
+        at += k
+    return out
 
 
 def ci_half_width_pct(samples: list[float], confidence: float = 0.95) -> float:

@@ -2,24 +2,26 @@
 
 Every agent node advertises exactly one unit of BENCH_RESOURCE, and every benchmark task
 asks for one, so two benchmarks never overlap on a machine whatever the scheduler does.
+One task is one A/B group (cells that differ only in their ref), so its cells are
+measured on one machine, interleaved process by process.
 """
 from __future__ import annotations
 
 import ray
 
 from agent.cellspec import CellSpec
-from agent.pipeline import run_cell
+from agent.pipeline import run_cells
 
 BENCH_RESOURCE = "hwmatrix_bench"
 
 
 @ray.remote(num_cpus=0, resources={BENCH_RESOURCE: 1}, max_retries=0)
-def benchmark_cell(spec_json: str, progress=None) -> dict:
-    """Run one cell on this node; returns the record as a dict (it is also in the store)."""
-    spec = CellSpec.model_validate_json(spec_json)
+def benchmark_group(spec_jsons: list[str], progress=None) -> list[dict]:
+    """Run a group of cells on this node; returns their records as dicts (also in the store)."""
+    specs = [CellSpec.model_validate_json(s) for s in spec_jsons]
 
-    def report(phase: str, detail: str) -> None:
+    def report(cell_id: str, phase: str, detail: str) -> None:
         if progress is not None:
-            progress.update.remote(spec.cell_id, phase, detail)
+            progress.update.remote(cell_id, phase, detail)
 
-    return run_cell(spec, report).model_dump(mode="json")
+    return [record.model_dump(mode="json") for record in run_cells(specs, report)]

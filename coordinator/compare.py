@@ -5,6 +5,7 @@ class. Imported records (someone's pasted numbers) get a ratio but no verdict.
 """
 from __future__ import annotations
 
+from agent.record import process_means
 from coordinator.stats import Comparison, Settings, compare, compare_many
 
 METRICS = ("pp_tps", "tg_tps")
@@ -42,19 +43,28 @@ def _same_binary(base: dict, cand: dict) -> bool:
     return digest is not None and digest == cand.get("engine", {}).get("binary_hash")
 
 
+def units(metric: dict) -> list[float]:
+    """What the statistics count as one sample: one engine process (the mean of its
+    repetitions), since repetitions inside a process share its luck."""
+    return process_means(metric.get("samples") or [], metric.get("process_sizes"))
+
+
 def judge(triples: list[tuple[dict, dict, str]], settings: Settings = Settings()) -> list[Comparison]:
     """A Comparison per (baseline record, candidate record, metric), all with samples.
     Identical binaries are "same binary" outright and take no part in the correction."""
     out: list[Comparison | None] = [None] * len(triples)
     fresh = []
     for i, (base, cand, metric) in enumerate(triples):
-        b, c = base["metrics"][metric]["samples"], cand["metrics"][metric]["samples"]
+        b, c = units(base["metrics"][metric]), units(cand["metrics"][metric])
         if _same_binary(base, cand):
             out[i] = compare(b, c, metric, settings, same_binary=True)
         else:
             fresh.append((i, b, c, metric))
     for (i, *_), result in zip(fresh, compare_many([(b, c, m) for _, b, c, m in fresh], settings)):
         out[i] = result
+    for (base, cand, metric), result in zip(triples, out):
+        if not all(r["metrics"][metric].get("process_sizes") for r in (base, cand)):
+            result.warnings.append("engine processes not recorded: repetitions counted as independent")
     return out
 
 
@@ -110,7 +120,9 @@ def render_comparisons(rows: list[dict], settings: Settings) -> str:
     text = tabulate(table, headers=headers, tablefmt="pipe", disable_numparse=True)
     tested = sum(r.get("p_value") is not None for r in rows)
     correction = {"holm": "Holm", "bh": "Benjamini-Hochberg"}.get(settings.correction, settings.correction)
-    return (f"{text}\n\nRatios > 1 are faster (tokens/s). 95% CI: bootstrap over per-repetition samples. "
+    return (f"{text}\n\nRatios > 1 are faster (tokens/s). n counts engine processes, the statistical unit "
+            "(each the mean of its repetitions; A and B processes were interleaved on one machine). "
+            "95% CI: bootstrap over those units. "
             f"Test: {settings.test} (per row). Multiple-comparison control: {correction} across {tested} "
             f"comparisons. Verdicts need p < {settings.alpha} and |change| >= {settings.min_effect:.0%} "
             f"(slower/faster), or a CI inside ±{settings.equivalence:.0%} (same); otherwise unknown. "

@@ -1,8 +1,9 @@
 """Dispatch cells on Ray: the same path for the embedded local Ray and a real cluster.
 
-Cells are grouped by build so each (ref, cmake flags) is built once per agent, each task
-holds the node's single benchmark slot, and the driver never waits on a task that no
-node can run (selectors are checked against the live nodes before submitting).
+One task is one A/B group (cells that differ only in the compared axis), measured on one
+node, interleaved; each task holds the node's single benchmark slot, and the driver never
+waits on a task that no node can run (selectors are checked against the live nodes before
+submitting).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import ray
 
 from agent.cellspec import CellSpec
-from agent.worker import BENCH_RESOURCE, benchmark_cell
+from agent.worker import BENCH_RESOURCE, benchmark_group
 from coordinator.progress import ProgressBoard, RunProgress
 
 
@@ -53,18 +54,18 @@ def live_bench_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(BENCH_RESOURCE)]
 
 
-def dispatch(specs: list[CellSpec], selector: dict[str, str], labels_of: dict[str, str],
+def dispatch(groups: list[list[CellSpec]], selector: dict[str, str], labels_of: dict[str, str],
              already_done: int = 0, total: int | None = None) -> list[Outcome]:
-    """Run ``specs`` (already in build order) on nodes matching ``selector``; live progress."""
+    """Run each group of ``groups`` on a node matching ``selector``; live progress."""
     if not any(node_matches(selector, n.get("Labels", {})) for n in live_bench_nodes()):
         raise RuntimeError(f"no live agent node matches {selector}")
     board = ProgressBoard.remote()
     pending = {}
-    for spec in specs:
-        ref = benchmark_cell.options(label_selector=selector).remote(spec.model_dump_json(), board)
-        pending[ref] = spec
+    for group in groups:
+        ref = benchmark_group.options(label_selector=selector).remote([s.model_dump_json() for s in group], board)
+        pending[ref] = group
     outcomes: list[Outcome] = []
-    total = total if total is not None else len(specs)
+    total = total if total is not None else sum(len(g) for g in groups)
     with RunProgress(total, already_done) as progress:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
@@ -72,20 +73,25 @@ def dispatch(specs: list[CellSpec], selector: dict[str, str], labels_of: dict[st
                 phases = ray.get(board.snapshot.remote(), timeout=5)
             except Exception:  # noqa: BLE001 - progress is best effort
                 phases = {}
-            running = [(t, cid, ph) for cid, ph in phases.items() for t in [ph[2]]
-                       if cid in {s.cell_id for s in pending.values()}]
+            waiting = {s.cell_id for group in pending.values() for s in group}
+            running = [(t, cid, ph) for cid, ph in phases.items() for t in [ph[2]] if cid in waiting]
             if running:
                 _, cid, (phase, detail, _) = max(running)
-                label = labels_of.get(cid, cid)
-                progress.show_phase(label, phase, detail)
+                progress.show_phase(labels_of.get(cid, cid), phase, detail)
             for ref in done:
-                spec = pending.pop(ref)
+                group = pending.pop(ref)
                 try:
-                    record = ray.get(ref)
-                    outcomes.append(Outcome(spec.cell_id, record))
-                    progress.cell_done(labels_of.get(spec.cell_id, spec.cell_id), record["status"])
+                    records = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a lost task is reported, the rest go on
-                    outcomes.append(Outcome(spec.cell_id, None, f"{type(exc).__name__}: {exc}"))
-                    progress.cell_done(labels_of.get(spec.cell_id, spec.cell_id), "lost")
+                    records = [None] * len(group)
+                    error = f"{type(exc).__name__}: {exc}"
+                for spec, record in zip(group, records):
+                    label = labels_of.get(spec.cell_id, spec.cell_id)
+                    if record is None:
+                        outcomes.append(Outcome(spec.cell_id, None, error))
+                        progress.cell_done(label, "lost")
+                    else:
+                        outcomes.append(Outcome(spec.cell_id, record))
+                        progress.cell_done(label, record["status"])
     ray.kill(board)
     return outcomes

@@ -588,6 +588,9 @@ class Repetitions(_Strict):
     max: PosInt = Field(description="runs at most")
     target_ci_pct: Annotated[float, Field(gt=0)] | None = Field(
         None, description="stop early once the 95% CI half-width is within this % of the mean")
+    per_process: PosInt = Field(
+        1, description="repetitions per engine process (llama-bench -r); the process is the "
+        "statistical unit, so 1 gives the most units for the time")
 
     @model_validator(mode="before")
     @classmethod
@@ -732,8 +735,8 @@ class Matrix(_Strict):
     models: dict[Name, Model] = Field(min_length=1, description="model name -> model")
     tool: ToolName = Field("llama-bench", description="default tool for cells")
     args: ToolArgs = Field(default_factory=ToolArgs, description="default tool args for all cells")
-    repetitions: Repetitions = Field(default_factory=lambda: Repetitions(min=5, max=5),
-                                     description="runs per cell: an int, or {min, max, target_ci_pct}")
+    repetitions: Repetitions = Field(default_factory=lambda: Repetitions(min=10, max=10),
+                                     description="runs per cell: an int, or {min, max, target_ci_pct, per_process}")
     hygiene: Hygiene = Field(default_factory=Hygiene, description="cache dropping, warmup, cooldown, load")
     timeout_s: PosInt = Field(1800, description="per-cell wall-clock timeout in seconds")
     hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="where cells may run")

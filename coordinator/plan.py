@@ -145,22 +145,20 @@ def build_targets(cells: list[PlannedCell]) -> dict[tuple, set[str]]:
     return targets
 
 
-def run_order(cells: list[PlannedCell]) -> list[PlannedCell]:
-    """Interleave refs: cells that differ only in ``ref`` run back to back, in alternating
-    order (A B, B A, A B ...), so drift and order effects over a sweep hit each side alike.
-    Builds stay cached, so each one still happens once per agent."""
-    ref_rank = {}
+def ab_groups(cells: list[PlannedCell], axis: str = "ref") -> list[list[PlannedCell]]:
+    """Cells that differ only in ``axis`` form one group: one agent measures them together,
+    interleaved process by process. Groups alternate which side starts (A B, then B A, ...)
+    so an order effect does not favour one side. Builds stay cached, so each one still
+    happens once per agent."""
+    rank: dict = {}
     for cell in cells:
-        ref_rank.setdefault(cell.params["ref"], len(ref_rank))
+        rank.setdefault(repr(cell.params.get(axis)), len(rank))
     groups: dict[tuple, list[PlannedCell]] = {}
     for cell in cells:
-        rest = tuple(sorted((k, repr(v)) for k, v in cell.params.items() if k != "ref"))
+        rest = tuple(sorted((k, repr(v)) for k, v in cell.params.items() if k != axis))
         groups.setdefault(rest, []).append(cell)
-    ordered = []
-    for n, group in enumerate(groups.values()):
-        # counterbalanced (A B, then B A, ...): an order effect does not favour one side
-        ordered += sorted(group, key=lambda c: ref_rank[c.params["ref"]], reverse=bool(n % 2))
-    return ordered
+    return [sorted(group, key=lambda c: rank[repr(c.params.get(axis))], reverse=bool(n % 2))
+            for n, group in enumerate(groups.values())]
 
 
 def cell_requirement(cell: PlannedCell, profile: dict) -> str | None:

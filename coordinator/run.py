@@ -12,7 +12,7 @@ from agent.record import utc_now
 from agent.store import StoreError, manifest_key, open_store
 from coordinator.records import stored_records
 from coordinator.errors import EXIT_CELLS_FAILED, EXIT_OK, UserError
-from coordinator.plan import Plan, build_targets, load_plan, match_cells, run_order, unmatched_listing
+from coordinator.plan import Plan, ab_groups, build_targets, load_plan, match_cells, unmatched_listing
 from coordinator.table import comparison_table
 
 
@@ -76,10 +76,11 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
         print("starting the embedded Ray (this machine's profile as node labels)...", file=sys.stderr)
         start_local_ray(profile_labels(profile))
         targets = build_targets(todo)
-        specs = [c.to_spec(run_id, store_url, targets[c.build_order])
-                 for c in run_order(todo)]
+        axis = next(iter(plan.baseline or {"ref": None}))
+        groups = [[c.to_spec(run_id, store_url, targets[c.build_order]) for c in group]
+                  for group in ab_groups(todo, axis)]
         labels = {c.cell_id: c.label for c in plan.cells}
-        dispatch(specs, {"hwm-class": profile.hardware_class}, labels,
+        dispatch(groups, {"hwm-class": profile.hardware_class}, labels,
                  already_done=len(done), total=len(done) + len(todo))
         records = stored_records(store, run_id)
     write_manifest(store, plan, run_id, records, "complete")

@@ -1,6 +1,6 @@
 """Statistics for `hwmatrix compare`: what may be called a change.
 
-Verdicts compare per-repetition samples of one cell on one hardware class (the caller
+Verdicts compare samples (one per engine process) of one cell on one hardware class (the caller
 never mixes classes). A change is called only when three things agree - a significance
 test after multiple-comparison control, an effect of at least `min_effect`, and a
 bootstrap CI of the ratio that excludes 1 - so that neither a lucky p-value nor a noisy

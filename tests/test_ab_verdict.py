@@ -73,3 +73,28 @@ def test_a_planted_matmul_slowdown_is_called_slower(ab_store):
 def test_the_unmodified_commit_against_itself_is_never_called_different(ab_store):
     verdicts = _verdicts(ab_store, "again")
     assert set(verdicts.values()) <= {"same", "same binary"}, verdicts
+
+
+def test_llama_cpps_own_compare_script_reads_the_export_and_sees_the_slowdown(ab_store, tmp_path):
+    """`--export sqlite` read by the real scripts/compare-llama-bench.py of the same tree:
+    the planted commit is told apart from its base (the binaries both report the vendored
+    upstream commit, so the export names the commit hwmatrix built) and shows as slower."""
+    import json
+    import sys
+
+    db = tmp_path / "bench.sqlite"
+    result = hwmatrix("report", "--store", ab_store.as_uri(), "--export", "sqlite", "--out", str(db))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(p.read_text()) for p in ab_store.glob("runs/*/results/*/*.json")]
+    commit = {r["params"]["ref"]: r["engine"]["commit"][:8] for r in records}
+    assert len(set(commit.values())) == 2                  # base and again share one commit
+    repo = prepare_sdist_repo("llama-cpp-python", ["0.3.35", "0.3.36"])
+    script = tmp_path / "compare-llama-bench.py"
+    script.write_text(_git(repo, "show", "v0.3.36:scripts/compare-llama-bench.py"))
+    out = subprocess.run([sys.executable, str(script), "-i", str(db), "-b", commit["base"], "-c", commit["slow"],
+                          "-o", "tsv"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    header, *lines = [[cell.strip() for cell in line.split("\t")] for line in out.stdout.strip().splitlines()]
+    speedup = {row[header.index("Test")]: float(row[header.index("Speedup")]) for row in lines}
+    assert set(speedup) == {"pp32", "tg16"}, out.stdout
+    assert speedup["tg16"] < 0.9

@@ -91,10 +91,14 @@ def test_hygiene_facts_are_recorded(e2e):
 
 
 def test_mainline_json_schema_fields_are_parsed(e2e):
-    row = e2e["records"][("m36", False, "llama-bench")]["bench_rows"][0]
+    rows = e2e["records"][("m36", False, "llama-bench")]["bench_rows"]
+    row = rows[0]
     assert row["fields"]["backends"] == "CPU"
     assert row["n_depth"] == 0 and row["n_prompt"] == 32
-    assert len(row["samples_ns"]) == REPS
+    # one engine process per repetition: each row holds its process's one sample
+    pp_rows = [r for r in rows if r["n_gen"] == 0]
+    assert [r["process"] for r in pp_rows] == list(range(REPS))
+    assert all(len(r["samples_ns"]) == 1 for r in pp_rows)
 
 
 def test_ik_schema_and_rtr_become_separate_invocations(e2e):
@@ -154,12 +158,15 @@ def test_rerun_resumes_without_rebuilding_or_remeasuring_and_prints_the_same_tab
     assert after == before
 
 
-def test_benchmark_intervals_on_the_machine_never_overlap(e2e):
-    """Each cell holds the node's single benchmark slot, so measurements are serialized."""
-    from datetime import datetime
+def test_measuring_processes_on_the_machine_never_overlap(e2e):
+    """Each group holds the node's single benchmark slot and runs one engine process at a
+    time, so no two measurements share the machine, even between interleaved cells."""
+    from datetime import datetime, timedelta
 
-    spans = sorted((datetime.fromisoformat(r["timestamps"]["bench_started"]),
-                    datetime.fromisoformat(r["timestamps"]["bench_finished"])) for r in e2e["records"].values())
+    spans = sorted((start, start + timedelta(seconds=wall))
+                   for r in e2e["records"].values()
+                   for start, wall in zip(map(datetime.fromisoformat, r["tool"]["started"]), r["tool"]["wall_s"]))
+    assert len(spans) == sum(len(r["tool"]["argv"]) for r in e2e["records"].values()) >= 5 * REPS
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert end <= start
 

@@ -45,15 +45,26 @@ def test_mainline_cells_do_not_pass_ik_only_flags_that_are_off():
     assert ik_on.to_spec("r", "file:///tmp/x").args.rtr is True
 
 
-def test_cells_that_differ_only_in_ref_run_back_to_back():
-    from coordinator.plan import run_order
+def test_cells_that_differ_only_in_ref_form_one_group_with_alternating_first_side():
+    from coordinator.plan import ab_groups
 
     plan = load_plan(str(DEMO))
-    order = run_order(plan.cells)
-    assert sorted(c.cell_id for c in order) == sorted(c.cell_id for c in plan.cells)
-    first = order[:3]
+    groups = ab_groups(plan.cells)
+    assert sorted(c.cell_id for g in groups for c in g) == sorted(c.cell_id for c in plan.cells)
+    first = groups[0]
     assert [c.params["ref"] for c in first] == ["mainline-0.3.35", "mainline-0.3.36", "ik-0.1.5"]
     rest = {k: v for k, v in first[0].params.items() if k != "ref"}
     assert all({k: v for k, v in c.params.items() if k != "ref"} == rest for c in first)
-    second = order[3:6]
-    assert [c.params["ref"] for c in second] == ["ik-0.1.5", "mainline-0.3.36", "mainline-0.3.35"]
+    assert [c.params["ref"] for c in groups[1]] == ["ik-0.1.5", "mainline-0.3.36", "mainline-0.3.35"]
+    # ik's rtr=true cells have no mainline partner: groups of one
+    assert any(len(g) == 1 and g[0].params["rtr"] is True for g in groups)
+
+
+def test_groups_follow_the_baseline_axis_when_it_is_not_ref():
+    from coordinator.plan import ab_groups
+
+    plan = load_plan(str(DEMO))
+    groups = ab_groups(plan.cells, "threads")
+    assert all(len({repr({k: v for k, v in c.params.items() if k != "threads"}) for c in g}) == 1 for g in groups)
+    assert max(len(g) for g in groups) == 2 and all({c.params["threads"] for c in g} == {1, 2}
+                                                   for g in groups if len(g) == 2)

@@ -238,6 +238,17 @@ def test_html_draws_no_forest_or_sweep_plot_without_their_data(records):
     assert text.count("data:image/png;base64,") == 2   # the pp and tg bar charts only
 
 
+def test_a_sweep_with_a_single_n_kv_point_draws_no_curve(records):
+    import copy
+
+    one_point = copy.deepcopy([r for r in records if r["sweep_rows"]])
+    for rec in one_point:
+        rec["sweep_rows"] = [row for row in rec["sweep_rows"] if row["n_kv"] == 0]
+    text = reports.render("html", one_point, [])
+    assert "Sweep-bench" not in text
+    assert "pp512@kv0 (sweep)" in text                  # still in the tables
+
+
 def test_sqlite_export_has_llama_bench_row_per_bench_row_with_required_columns(records, tmp_path):
     path = tmp_path / "llama-bench.sqlite"
     reports.render("sqlite", records, [], out_path=path)

@@ -212,3 +212,53 @@ def test_runs_needed_matches_normal_approximation():
     assert runs_needed([100, 100], [100, 100]) == 3
     with pytest.raises(ValueError):
         runs_needed([100], [100, 101])
+
+
+# ---------------------------------------------------------------- the process as the unit
+
+def _record(samples, sizes, binary="x"):
+    return {"status": "ok", "origin": "measured", "hardware_class": "c", "params": {},
+            "engine": {"binary_hash": binary},
+            "metrics": {"tg_tps": {"samples": samples, "process_sizes": sizes, "n": len(samples)}}}
+
+
+def test_process_means_average_each_process_and_keep_unknown_origins_one_by_one():
+    from agent.record import process_means
+
+    assert process_means([1, 3, 10, 20, 30], [2, 3]) == [2.0, 20.0]
+    assert process_means([1, 2, 3], [1, 1, 1]) == [1.0, 2.0, 3.0]
+    assert process_means([1, 2, 3], []) == [1.0, 2.0, 3.0]        # written before processes were tracked
+    assert process_means([1, 2, 3], [2, 2]) == [1.0, 2.0, 3.0]    # sizes that don't add up are not trusted
+
+
+def test_many_tight_repetitions_in_one_process_each_are_not_enough_for_a_verdict():
+    """Within-process repetitions agree closely while processes differ by more: one process
+    a side is one sample, so the verdict is unknown, never slower."""
+    from coordinator.compare import judge
+
+    base = _record([100.0, 100.1, 99.9, 100.0, 100.05] * 2, [10], binary="a")
+    cand = _record([90.0, 90.1, 89.9, 90.0, 90.05] * 2, [10], binary="b")
+    (result,) = judge([(base, cand, "tg_tps")])
+    assert result.n_base == result.n_cand == 1
+    assert result.verdict == "unknown" and result.more_runs
+
+
+def test_the_same_samples_split_into_processes_can_be_called():
+    from coordinator.compare import judge
+
+    rng = np.random.default_rng(3)
+    base = _record(rng.normal(100, 1, 12).tolist(), [1] * 12, binary="a")
+    cand = _record(rng.normal(90, 1, 12).tolist(), [1] * 12, binary="b")
+    (result,) = judge([(base, cand, "tg_tps")])
+    assert result.n_base == 12 and result.verdict == "slower"
+
+
+def test_records_without_process_sizes_are_tested_per_repetition_with_a_warning():
+    from coordinator.compare import judge
+
+    rng = np.random.default_rng(4)
+    base = _record(rng.normal(100, 1, 12).tolist(), [], binary="a")
+    cand = _record(rng.normal(90, 1, 12).tolist(), [], binary="b")
+    (result,) = judge([(base, cand, "tg_tps")])
+    assert result.n_base == 12 and result.verdict == "slower"
+    assert any("processes not recorded" in w for w in result.warnings)

@@ -12,7 +12,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
 th,td{border:1px solid #ccc;padding:2px 6px;white-space:nowrap}
-th{background:#f2f2f2;text-align:left} td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f2f2f2;text-align:left;white-space:normal;max-width:16em;vertical-align:bottom} td.n{text-align:right;font-variant-numeric:tabular-nums}
 .wide{overflow-x:auto} .read{color:#555;font-style:italic;margin:.2em 0 .4em} .note{color:#a15c00}
 img{max-width:100%;display:block;margin:.3em 0 1.5em}
 .slower{color:#c0392b;font-weight:bold} .faster{color:#27ae60;font-weight:bold}
@@ -43,7 +43,7 @@ def _plot(p) -> str:
 
 def _class_table(report: Report, hw_class: str) -> str:
     axes = report.varying or report.axes
-    headers = [*axes, "test", *(METRIC_TITLES.get(m, m) for m in report.metrics), "records", "status"]
+    headers = [*axes, "tests run", *(METRIC_TITLES.get(m, m) for m in report.metrics), "records", "status"]
     rows = []
     for s in report.class_cells(hw_class):
         rows.append([*(display(s.params.get(a)) for a in axes),

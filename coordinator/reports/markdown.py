@@ -26,7 +26,7 @@ def table(headers: list[str], rows: list[list[str]], numeric: range | set = froz
 
 def class_table(report: Report, hw_class: str) -> str:
     axes = report.varying or report.axes
-    headers = [*axes, "test", *(METRIC_TITLES.get(m, m) for m in report.metrics), "records", "status"]
+    headers = [*axes, "tests run", *(METRIC_TITLES.get(m, m) for m in report.metrics), "records", "status"]
     rows = []
     for s in report.class_cells(hw_class):
         tests = " / ".join(p.test for p in s.metrics.values() if p.test) or "-"
@@ -75,7 +75,8 @@ def comparison_section(report: Report, correction: str, ci_level: float) -> str:
     lines = [table(comparison_headers(ci_level), [comparison_cells(report, c) for c in comps],
                    numeric={4, 5, 6, 9, 10}), "",
              f"ratio = candidate mean / baseline mean (above 1 is faster), with a bootstrap {ci_level:.0%} CI; "
-             f"test = the significance test run on the per-repetition samples; p adj = p adjusted across all "
+             f"test = the significance test run on per-process means (one engine process is one sample); "
+             f"p adj = p adjusted across all "
              f"{tested} tested comparisons with {correction_name(comps, correction)}. Pairs are only ever "
              f"formed within one hardware class."]
     warned = [c for c in comps if c.get("warnings")]

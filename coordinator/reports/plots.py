@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 
 import matplotlib
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .model import METRIC_TITLES, Report
+from .model import METRIC_TITLES, Report, display
 
 CELLS_PER_BAR_CHART = 12
 MAX_BAR_CHARTS = 8          # per metric
@@ -47,6 +48,12 @@ def _short(text: str, limit: int = 38) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def _tick_label(report: Report, params: dict) -> str:
+    """One key=value per line, long ones wrapped, so neighbouring labels don't collide."""
+    keys = [k for k in (report.varying or report.axes) if k in params]
+    return "\n".join(textwrap.fill(f"{k}={display(params[k])}", 20) for k in keys) or "all"
+
+
 def _colors(n: int) -> list:
     """Distinct colours for up to 20 classes (tab20), then an evenly spaced continuous map."""
     cmap = matplotlib.colormaps["tab20" if n > 10 else "tab10"]
@@ -71,7 +78,6 @@ def bar_charts(report: Report, metric: str) -> list[Plot]:
     title = METRIC_TITLES.get(metric, metric)
     colors = _colors(len(classes))
     width = 0.8 / len(classes)
-    n_lines = len(report.varying or report.axes)
     plots = []
     for n, chunk in enumerate(shown, 1):
         fig = Figure(figsize=(max(6.0, 1.25 * len(chunk) + 2), 4.2))
@@ -95,13 +101,13 @@ def bar_charts(report: Report, metric: str) -> list[Plot]:
         ax.add_collection(LineCollection(whiskers, colors="black", linewidths=0.7))
         ax.set_xlim(-0.6, len(chunk) - 0.4)
         ax.set_ylim(0, top * 1.05 or 1)
-        ax.set_xticks(range(len(chunk)), [report.label(report.cells[k]).replace(" ", "\n") for k in chunk],
-                      fontsize=7)
+        ax.set_xticks(range(len(chunk)), [_tick_label(report, report.cells[k]) for k in chunk], fontsize=7)
         ax.set_ylabel(title)
         ax.grid(axis="y", alpha=0.3)
         handles = [Patch(color=colors[j], label=_short(report.classes[c], 70)) for j, c in enumerate(classes)]
-        ax.legend(handles=handles, fontsize=7, loc="upper center", ncol=min(2, len(classes)),
-                  bbox_to_anchor=(0.5, -0.04 - 0.035 * n_lines))
+        # above the axes: below them it would collide with tall cell labels
+        ax.legend(handles=handles, fontsize=7, loc="lower center", ncol=min(3, len(classes)),
+                  bbox_to_anchor=(0.5, 1.01), frameon=False)
         note = ""
         if n == len(shown) and len(chunks) > len(shown):
             rest = sum(len(c) for c in chunks[len(shown):])
@@ -116,7 +122,8 @@ def bar_charts(report: Report, metric: str) -> list[Plot]:
 def sweep_charts(report: Report) -> list[Plot]:
     """S_PP and S_TG against N_KV, one line per ref @ class, as ik_llama.cpp users post them."""
     plots = []
-    entries = list(report.sweeps.values())
+    # one N_KV point is not a curve (a pasted single row): the tables show it
+    entries = [e for e in report.sweeps.values() if any(len(points) > 1 for points in e["series"].values())]
     for entry in entries[:MAX_SWEEP_CHARTS]:
         series = sorted(entry["series"].items(), key=lambda kv: (report.class_display(kv[0][1]), kv[0][0]))
         fig = Figure(figsize=(10, 4.6))

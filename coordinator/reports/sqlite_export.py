@@ -1,4 +1,4 @@
-"""`--export sqlite`: a `llama_bench` table in llama.cpp's 2025 schema, one row per llama-bench
+"""`--export sqlite`: a `llama_bench` table in llama.cpp's 2025 + 2026 schema, one row per llama-bench
 row we kept, so `scripts/compare-llama-bench.py -i FILE -b A -c B` reads our results as its own.
 
 That script requires KEY_PROPERTIES + build_commit, test_time and avg_ts on every row, so
@@ -26,6 +26,11 @@ COLUMNS = [
     ("n_prompt", "INTEGER", 0), ("n_gen", "INTEGER", 0), ("n_depth", "INTEGER", 0),
     ("test_time", "TEXT", ""), ("avg_ns", "INTEGER", 0), ("stddev_ns", "INTEGER", 0),
     ("avg_ts", "REAL", None), ("stddev_ts", "REAL", 0.0),
+    # 2026 additions (llama.cpp's own llama-bench prints them; the 2026 compare script keys
+    # on n_cpu_moe, load_mode, fit_target and fit_min_ctx). Both eras' columns are written,
+    # so either version of the script reads the file.
+    ("n_cpu_moe", "INTEGER", 0), ("fit_target", "INTEGER", 0), ("fit_min_ctx", "INTEGER", 0),
+    ("load_mode", "TEXT", "auto"), ("devices", "TEXT", "auto"), ("no_host", "INTEGER", 0),
 ]
 # ik prints one boolean per compiled backend instead of mainline's `backends` string.
 IK_BACKENDS = (("cuda", "CUDA"), ("vulkan", "Vulkan"), ("kompute", "Kompute"), ("metal", "Metal"),
@@ -111,6 +116,11 @@ def bench_row_values(rec: dict, row: dict, facts: dict) -> tuple | None:
         tokens = (fields.get("n_prompt") or 0) + (fields.get("n_gen") or 0)
         fields["avg_ns"] = 1e9 * tokens / float(fields["avg_ts"])
     merged = {**facts, **{k: v for k, v in fields.items() if v is not None}}
+    built = (rec.get("engine") or {}).get("commit") or ""
+    if built and not built.startswith(str(merged.get("build_commit") or "-")):
+        # the binary names the vendored upstream tree (an sdist) or a parent of a local
+        # patch, so it can't tell A from B: use the commit hwmatrix built
+        merged["build_commit"] = built[:8]
     return tuple(_value(kind, merged.get(name), default) for name, kind, default in COLUMNS)
 
 
