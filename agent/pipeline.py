@@ -193,6 +193,7 @@ def _measure_once(cell: _Cell, report: PhaseReporter) -> None:
     record.tool["started"].append(utc_now())
     # cwd is the cell's work dir: ik's tools write llama.log into their working directory
     result = run_process(argv, cell.left_s(), out, err, env=cell.env, cwd=cell.work)
+    record.timestamps["bench_finished"] = utc_now()     # the last process's end stands
     cell.used_s += result.wall_s
     if (cell.work / "llama.log").is_file():
         cell.logs["llama.log"] = cell.work / "llama.log"
@@ -252,7 +253,6 @@ def _finish(cell: _Cell, report: PhaseReporter) -> ResultRecord:
             "done": cell.done, "processes": cell.processes,
             "ci_half_width_pct": {k: round(ci_half_width_pct(process_means(m.samples, m.process_sizes)), 3)
                                   for k, m in metrics_now.items()}}
-        record.timestamps["bench_finished"] = utc_now()
     if record.status == "ok":
         record.metrics = metrics_now
         if not record.metrics:
