@@ -29,7 +29,9 @@ def start_local_ray(labels: dict[str, str]) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=os.cpu_count() or 1, resources={BENCH_RESOURCE: 1}, labels=labels,
+    # address="local": always a fresh embedded Ray, never a cluster this machine happens to
+    # run (plain ray.init() would join it through /tmp/ray or $RAY_ADDRESS)
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, resources={BENCH_RESOURCE: 1}, labels=labels,
              include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              configure_logging=True)
 
