@@ -1,7 +1,9 @@
 """Build cache: one cmake build per BuildKey, built once, reused by every later cell.
 
 The key is (repo, commit, cmake flags, compiler, cmake version, and the CPU's ISA when
-GGML_NATIVE is on), because -march=native binaries are not portable between CPUs.
+GGML_NATIVE is on), because -march=native binaries are not portable between CPUs. A CUDA
+build adds -DGGML_CUDA=ON and the GPUs' architectures to its flags (``build_flags``) and the
+nvcc release to its key, so it never shares a cache entry with the CPU build of a commit.
 """
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ OFFLINE_FLAGS = [
     "-DLLAMA_BUILD_SERVER=OFF",
     "-DLLAMA_BUILD_APP=OFF",
 ]
+
+
+# nvcc is often installed but not on PATH (the CUDA toolkit's default prefix).
+NVCC_FALLBACK = Path("/usr/local/cuda/bin/nvcc")
+NO_NVCC = "CUDA build needs nvcc: not found on PATH or /usr/local/cuda/bin"
 
 
 class BuildError(RuntimeError):
@@ -67,6 +74,87 @@ def native_enabled(cmake_flags: list[str]) -> bool:
     return True   # ggml's default when not cross-compiling
 
 
+def cmake_option(cmake_flags: list[str], name: str) -> str | None:
+    """The value the flags give cache variable ``name`` (-DNAME=v or -DNAME:TYPE=v; the last
+    one wins, as in cmake), or None when they do not set it."""
+    found = None
+    for flag in cmake_flags:
+        if flag.startswith("-D"):
+            key, sep, value = flag[2:].partition("=")
+            if sep and key.split(":")[0] == name:
+                found = value
+    return found
+
+
+def _on(value: str | None) -> bool:
+    return value is not None and value.upper() in ("ON", "1", "TRUE", "YES", "Y")
+
+
+def find_nvcc() -> Path | None:
+    """nvcc on PATH, else the CUDA toolkit's default /usr/local/cuda/bin/nvcc, else None."""
+    found = shutil.which("nvcc")
+    if found:
+        return Path(found)
+    return NVCC_FALLBACK if NVCC_FALLBACK.is_file() and os.access(NVCC_FALLBACK, os.X_OK) else None
+
+
+def nvcc_release(nvcc: Path) -> str | None:
+    """The 'Cuda compilation tools, release 12.4, V12.4.131' line of ``nvcc --version``."""
+    try:
+        out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return next((line for line in lines if "release" in line), lines[-1] if lines else None)
+
+
+def cuda_architectures(devices) -> list[str]:
+    """CMAKE_CUDA_ARCHITECTURES entries for these GPUs: compute capability without the dot
+    ("8.6" -> "86"), deduplicated, in numeric order; devices with no known capability are
+    skipped. ``devices`` are probe.GpuDevice objects or their dicts."""
+    archs = set()
+    for device in devices:
+        cc = device.get("compute_capability") if isinstance(device, dict) else device.compute_capability
+        major, dot, minor = (cc or "").strip().partition(".")
+        if dot and major.isdigit() and minor.isdigit():
+            archs.add(int(major) * 10 + int(minor))
+    return [str(arch) for arch in sorted(archs)]
+
+
+def needs_cuda(gpus: int | None, cmake_flags: list[str]) -> bool:
+    """A cell needs a CUDA build when it uses GPUs, or its engine's flags turn CUDA on.
+    An explicit -DGGML_CUDA=OFF in the matrix wins: that build stays a CPU build."""
+    given = cmake_option(cmake_flags, "GGML_CUDA")
+    if given is not None:
+        return _on(given)
+    return bool(gpus)
+
+
+def build_flags(cmake_flags: list[str], gpus: int | None, gpu_devices=()) -> list[str]:
+    """The cmake flags one cell builds with: the engine's own, plus, when the cell needs
+    CUDA, -DGGML_CUDA=ON and -DCMAKE_CUDA_ARCHITECTURES for this machine's GPUs only (one
+    architecture per distinct compute capability, so the build stays fast). The matrix's
+    own CMAKE_CUDA_ARCHITECTURES is kept. CPU cells get their flags unchanged.
+
+    Raises BuildError when a CUDA build cannot be made here: no nvcc, or no GPU whose
+    compute capability the probe knows (and no architectures in the flags).
+    """
+    flags = list(cmake_flags)
+    if not needs_cuda(gpus, flags):
+        return flags
+    if find_nvcc() is None:
+        raise BuildError(NO_NVCC)
+    if cmake_option(flags, "GGML_CUDA") is None:
+        flags.append("-DGGML_CUDA=ON")
+    if cmake_option(flags, "CMAKE_CUDA_ARCHITECTURES") is None:
+        archs = cuda_architectures(gpu_devices)
+        if not archs:
+            raise BuildError("CUDA build needs the GPUs' compute capabilities, and the probe found "
+                             "none on this machine; give -DCMAKE_CUDA_ARCHITECTURES in the engine's cmake flags")
+        flags.append(f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(archs)}")
+    return flags
+
+
 @dataclass(frozen=True)
 class BuildKey:
     repo_id: str
@@ -75,9 +163,13 @@ class BuildKey:
     compiler: str | None
     cmake: str | None
     isa: str | None          # the ISA flags the binary was tuned for (GGML_NATIVE), else None
+    nvcc: str | None = None  # the nvcc release of a CUDA build, else None
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
+        fields = asdict(self)
+        if fields["nvcc"] is None:      # CPU builds keep the digests they had before nvcc was a field
+            del fields["nvcc"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
 
 
 @dataclass
@@ -98,7 +190,12 @@ class BuildResult:
 def make_key(resolved: ResolvedSource, cmake_flags: list[str]) -> BuildKey:
     tools = toolchain_versions()
     isa = native_isa() if native_enabled(cmake_flags) else None
-    return BuildKey(resolved.repo_id, resolved.commit, tuple(cmake_flags), tools["compiler"], tools["cmake"], isa)
+    nvcc = None
+    if _on(cmake_option(cmake_flags, "GGML_CUDA")):
+        found = find_nvcc()
+        nvcc = (nvcc_release(found) if found else None) or "not found"
+    return BuildKey(resolved.repo_id, resolved.commit, tuple(cmake_flags), tools["compiler"], tools["cmake"],
+                    isa, nvcc)
 
 
 def _hash_binary(bin_dir: Path, target: str) -> str:
@@ -147,6 +244,9 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
         env["CCACHE_BASEDIR"] = str(cache_dir("builds"))
         env["CCACHE_DIR"] = str(cache_dir("ccache", key.isa or "portable"))
         env.setdefault("CCACHE_MAXSIZE", "5G")
+        nvcc = find_nvcc() if key.nvcc else None
+        if nvcc is not None and "CUDACXX" not in env:
+            env["CUDACXX"] = str(nvcc)      # cmake finds an nvcc that is not on PATH
         jobs = jobs or os.cpu_count() or 2
         steps = [
             ["cmake", "-S", str(src), "-B", str(build_dir), *flags],

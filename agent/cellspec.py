@@ -106,3 +106,7 @@ class CellSpec(_Strict):
     # Every target the cells sharing this build need, so the build is configured and
     # compiled once; empty means just what this cell needs.
     build_targets: list[str] = Field(default_factory=list)
+    # `per: class`: one result per hardware class, so an agent skips (and never stores) a
+    # cell another agent of its class already recorded - a retry after a frozen agent
+    # thaws leaves no duplicate
+    one_per_class: bool = True

@@ -29,3 +29,12 @@ def default_store_url() -> str:
         return explicit
     data = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "hwmatrix" / "store"
     return data.resolve().as_uri()
+
+
+def default_token_path() -> Path:
+    """Where `cluster up` keeps the Ray auth token: $HWMATRIX_TOKEN_FILE, else
+    $XDG_CONFIG_HOME/hwmatrix/ray-token. Never in the repo, a matrix or a record."""
+    explicit = os.environ.get("HWMATRIX_TOKEN_FILE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "hwmatrix" / "ray-token"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent import engines, hygiene, models
-from agent.build import BuildError, build
+from agent.build import BuildError, build, build_flags
 from agent.cellspec import CellSpec
 from agent.parsers import ParseError
 from agent.paths import cache_dir
@@ -26,14 +26,15 @@ from agent.record import ResultRecord, ci_half_width_pct, process_means, utc_now
 from agent.runner import engine_env, run_process
 from agent.sources import SourceError, resolve
 from agent.spool import deliver, spool_record
-from agent.store import log_key
+from agent.store import StoreError, log_key, open_store, recorded_by_another
 
 Reporter = Callable[[str, str, str], None]     # (cell id, phase, detail)
 PhaseReporter = Callable[[str, str], None]     # (phase, detail) of one cell
 
 
-def agent_id_for(profile) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "-", profile.hostname or "agent")[:60] or "agent"
+def agent_id_for(hostname: str | None) -> str:
+    """The agent's name in store keys: its hostname, made safe."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", hostname or "agent")[:60] or "agent"
 
 
 def _targets(spec: CellSpec) -> list[str]:
@@ -44,6 +45,7 @@ def _targets(spec: CellSpec) -> list[str]:
 
 
 def _gpu_env(gpus: int | None) -> dict[str, str]:
+    """The first ``gpus`` GPUs visible to the engine (0: none); None leaves the environment as is."""
     if gpus is None:
         return {}
     return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
@@ -78,6 +80,7 @@ def run_cells(specs: list[CellSpec], report: Reporter | None = None) -> list[Res
     records (in the order given)."""
     report = report or (lambda cell_id, phase, detail: None)
     profile = probe()
+    specs = [s for s in specs if _elsewhere(s, profile.hardware_class, agent_id_for(profile.hostname)) is None]
     cells = [_start(spec, profile) for spec in specs]
     for step in (_prepare, _warm_up):
         for cell in cells:
@@ -94,10 +97,20 @@ def run_cells(specs: list[CellSpec], report: Reporter | None = None) -> list[Res
     return [_finish(cell, lambda phase, detail: report(cell.spec.cell_id, phase, detail)) for cell in cells]
 
 
+def _elsewhere(spec: CellSpec, hw_class: str, agent_id: str) -> str | None:
+    """Another agent of this class that already recorded ``spec`` (one result per class)."""
+    if not spec.one_per_class:
+        return None
+    try:
+        return recorded_by_another(open_store(spec.store_url), spec.run_id, spec.cell_id, hw_class, agent_id)
+    except (StoreError, OSError):
+        return None          # can't tell: measure; the store keeps both rather than lose one
+
+
 def _start(spec: CellSpec, profile) -> _Cell:
     record = ResultRecord(
         run_id=spec.run_id, matrix={"name": spec.matrix_name, "hash": spec.matrix_hash},
-        cell_id=spec.cell_id, agent_id=agent_id_for(profile), params=spec.params, status="ok",
+        cell_id=spec.cell_id, agent_id=agent_id_for(profile.hostname), params=spec.params, status="ok",
         engine={"name": spec.engine.name, "kind": spec.engine.kind, "source": spec.engine.source(),
                 "ref": spec.ref.model_dump(), "cmake": list(spec.engine.cmake)},
         model={"name": spec.model.name, "quant": spec.quant},
@@ -126,11 +139,15 @@ def _prepare(cell: _Cell, report: PhaseReporter) -> None:
     spec, record = cell.spec, cell.record
     report("checkout", f"{spec.engine.name}@{spec.ref.name}")
     try:
+        # CUDA flags for this machine's GPUs (or a clear failure without nvcc) before any checkout
+        devices = (record.hardware.get("gpus") or {}).get("devices") or []
+        flags = build_flags(list(spec.engine.cmake), spec.gpus, devices)
+        record.engine["build_flags"] = flags          # what cmake gets beyond the defaults, failed or not
         resolved = resolve(spec.engine.source(), spec.ref.kind, spec.ref.value)
         record.engine.update(repo_id=resolved.repo_id, commit=resolved.commit,
                              upstream_commit=resolved.upstream_commit)
         report("build", f"{spec.engine.name}@{spec.ref.name} {resolved.commit[:10]}")
-        built = build(resolved, list(spec.engine.cmake), _targets(spec))
+        built = build(resolved, flags, _targets(spec))
     except (SourceError, BuildError) as exc:
         record.status, record.error = "build_failed", str(exc)
         if getattr(exc, "log_path", None):
@@ -259,6 +276,11 @@ def _finish(cell: _Cell, report: PhaseReporter) -> ResultRecord:
             record.status, record.error = "parse_error", "the tool's output held no pp or tg result"
     record.timestamps["finished"] = utc_now()
     record.logs = {name: log_key(spec.run_id, spec.cell_id, record.agent_id, name) for name in cell.logs}
+    other = _elsewhere(spec, record.hardware_class, record.agent_id) if record.status == "ok" else None
+    if other:
+        record.error = f"superseded: {other} recorded this cell for the class first; not stored"
+        shutil.rmtree(cell.work, ignore_errors=True)
+        return record
     report("upload", spec.cell_id)
     entry = spool_record(spec.store_url, record.model_dump(mode="json"), cell.logs)
     try:

@@ -48,6 +48,22 @@ def log_key(run_id: str, cell_id: str, agent_id: str, name: str) -> str:
     return f"runs/{_part(run_id)}/logs/{_part(cell_id)}/{_part(agent_id)}/{_part(name)}"
 
 
+def recorded_by_another(store, run_id: str, cell_id: str, hw_class: str, agent_id: str) -> str | None:
+    """The agent that already has an ok record of this cell for this hardware class, if
+    any: a retried or unfrozen agent then leaves the result alone (one result per class)."""
+    prefix = f"runs/{_part(run_id)}/results/{_part(cell_id)}/"
+    for key in store.list(prefix):
+        if key.endswith(f"/{_part(agent_id)}.json") or not key.endswith(".json"):
+            continue
+        try:
+            rec = store.get_json(key)
+        except (KeyError, ValueError):
+            continue
+        if rec.get("status") == "ok" and rec.get("hardware_class") == hw_class:
+            return rec.get("agent_id")
+    return None
+
+
 class FileStore:
     """A directory tree; writes are atomic (temp file + link) and conditional."""
 

@@ -1,4 +1,4 @@
-"""The `hwmatrix` command line: probe, plan, run.
+"""The `hwmatrix` command line: probe, plan, run, compare, report, import, cluster, agents.
 
 Exit codes: 0 success; 1 the run finished but some cells did not measure (their records
 say why); 2 bad input (a malformed matrix, unmatched cells, a bad option) - always with a
@@ -22,17 +22,62 @@ def cmd_probe(args) -> int:
     return EXIT_OK
 
 
-def cmd_plan(args) -> int:
-    from coordinator.plan import print_plan
+def _use_token(args) -> None:
+    """Token auth on before ray is imported (Ray reads it at import)."""
+    from agent.auth import TokenError, use_token
 
-    return print_plan(args.file)
+    try:
+        use_token(args.token_file)
+    except TokenError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_plan(args) -> int:
+    from coordinator.plan import print_cluster_plan, print_plan
+
+    if not args.address:
+        return print_plan(args.file)
+    _use_token(args)
+    from coordinator.cluster import connect
+    from coordinator.plan import load_plan
+    from coordinator.run import cluster_agents
+
+    load_plan(args.file)               # a malformed file is reported before any connection
+    connect(args.address, args.token_file)
+    return print_cluster_plan(args.file, cluster_agents())
 
 
 def cmd_run(args) -> int:
+    if args.address:
+        _use_token(args)
     from coordinator.run import run_matrix
 
     return run_matrix(args.file, store_url=args.store, run_id=args.run_id, fresh=args.fresh,
-                      skip_unmatched=args.skip_unmatched)
+                      skip_unmatched=args.skip_unmatched, address=args.address, token_file=args.token_file)
+
+
+def cmd_cluster(args) -> int:
+    from coordinator.cluster import cluster_down, cluster_up
+
+    if args.action == "down":
+        return cluster_down()
+    return cluster_up(args.bind, args.port, args.token_file, args.bench, args.block)
+
+
+def cmd_agent_join(args) -> int:
+    from agent.enroll import EnrollError, join
+
+    try:
+        return join(args.address, args.token_file, args.block)
+    except EnrollError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_agents(args) -> int:
+    _use_token(args)
+    from coordinator.cluster import list_agents
+
+    return list_agents(args.address, args.token_file)
 
 
 def _axis_value(text: str) -> dict:
@@ -131,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="validate a matrix and print its expanded cells")
     plan.add_argument("file")
+    plan.add_argument("--address", default=None, help="HOST:PORT of a cluster: match cells against its agents")
+    plan.add_argument("--token-file", default=None, help="the cluster's Ray auth token file")
     plan.set_defaults(func=cmd_plan)
 
     run = sub.add_parser("run", help="run a matrix on this machine (embedded Ray) and print the table")
@@ -140,8 +187,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", default=None, help="name the run (default: derived from the matrix)")
     run.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
     run.add_argument("--skip-unmatched", action="store_true",
-                     help="skip cells this machine does not match instead of refusing to run")
+                     help="skip cells no agent matches instead of refusing to run")
+    run.add_argument("--address", default=None,
+                     help="HOST:PORT of a cluster (`hwmatrix cluster up`); default: an embedded Ray here")
+    run.add_argument("--token-file", default=None,
+                     help="the cluster's Ray auth token file (default: $HWMATRIX_TOKEN_FILE or "
+                          "~/.config/hwmatrix/ray-token)")
     run.set_defaults(func=cmd_run)
+
+    cluster = sub.add_parser("cluster", help="start or stop the coordinator's Ray head (token auth on)")
+    cluster.add_argument("action", choices=["up", "down"])
+    cluster.add_argument("--bind", default="127.0.0.1", help="the address agents reach the head on")
+    cluster.add_argument("--port", type=int, default=6379)
+    cluster.add_argument("--token-file", default=None, help="where the token is (made if missing, mode 0600)")
+    cluster.add_argument("--bench", action="store_true", help="let the head machine run cells too")
+    cluster.add_argument("--block", action="store_true", help="stay in the foreground (systemd)")
+    cluster.set_defaults(func=cmd_cluster)
+
+    agent = sub.add_parser("agent", help="this machine as a benchmark agent")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
+    join = agent_sub.add_parser("join", help="probe, then join a cluster as a Ray worker labelled with the profile")
+    join.add_argument("--address", required=True, help="HOST:PORT printed by `hwmatrix cluster up`")
+    join.add_argument("--token-file", default=None, help="the head's token file, copied here")
+    join.add_argument("--block", action="store_true", help="stay in the foreground (systemd)")
+    join.set_defaults(func=cmd_agent_join)
+
+    agents = sub.add_parser("agents", help="enrolled agents by hardware class: idle, busy or lost")
+    agents.add_argument("--address", required=True)
+    agents.add_argument("--token-file", default=None)
+    agents.set_defaults(func=cmd_agents)
 
     compare = sub.add_parser("compare", help="A/B verdicts per cell and hardware class")
     compare.add_argument("--baseline", required=True, type=_axis_value, help="AXIS=VALUE, e.g. ref=pr517")

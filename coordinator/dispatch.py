@@ -1,20 +1,35 @@
-"""Dispatch cells on Ray: the same path for the embedded local Ray and a real cluster.
+"""Dispatch on Ray: the same path for the embedded local Ray and a real cluster.
 
-One task is one A/B group (cells that differ only in the compared axis), measured on one
-node, interleaved; each task holds the node's single benchmark slot, and the driver never
-waits on a task that no node can run (selectors are checked against the live nodes before
-submitting).
+One task is one placement: an A/B group of cells for one hardware class (Ray's
+`label_selector` picks any live agent of the class) or one machine (node affinity). Each
+task holds its node's single benchmark slot. The driver never waits on a task no live node
+can run, and it survives agents that die or freeze:
+
+- a task that fails (its node was removed, its worker crashed) is submitted again, up to
+  MAX_TRIES in all, to another agent of the class; with none left its cells are `lost`;
+- a task whose agent reports nothing for longer than the cells' own deadline (a frozen
+  machine: Ray needs about a minute to call it dead) is cancelled and submitted again
+  with that node excluded;
+- Ctrl-C cancels every task (force: the worker and, through its death signal, the engine
+  die) and records the in-flight cells as `canceled`.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agent.cellspec import CellSpec
 from agent.worker import BENCH_RESOURCE, benchmark_group
 from coordinator.progress import ProgressBoard, RunProgress
+
+MAX_TRIES = 3
+BUILD_PHASES = ("checkout", "build", "quantize", "model")
+BUILD_STALE_S = float(os.environ.get("HWMATRIX_BUILD_STALE_S", 3600))
+STALE_MARGIN_S = float(os.environ.get("HWMATRIX_STALE_MARGIN_S", 60))     # start-up, parsing, upload
 
 
 @dataclass
@@ -22,6 +37,40 @@ class Outcome:
     cell_id: str
     record: dict | None
     error: str | None = None
+    status: str = "ok"
+    hw_class: str | None = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a dispatch: every task was cancelled; ``outcomes`` says what happened."""
+
+    def __init__(self, outcomes: list[Outcome]):
+        super().__init__()
+        self.outcomes = outcomes
+
+
+@dataclass
+class Task:
+    """One placement in flight: its specs, where it may run, how often it was tried."""
+    specs: list[CellSpec]
+    hw_class: str
+    node_id: str | None = None
+    excluded: list[str] = field(default_factory=list)
+    tries: int = 0
+    submitted: float = 0.0
+
+    def selector(self) -> dict[str, str]:
+        selector = {"hwm-class": self.hw_class}
+        if self.excluded:
+            selector["ray.io/node-id"] = f"!in({','.join(self.excluded)})"
+        return selector
+
+    def stale_after(self, phase: str) -> float:
+        """No news for this long means the agent is frozen: the cells' own deadline (plus a
+        minute for start-up and upload), or the build allowance while building."""
+        if phase in BUILD_PHASES:
+            return BUILD_STALE_S
+        return max(s.timeout_s for s in self.specs) + STALE_MARGIN_S
 
 
 def start_local_ray(labels: dict[str, str]) -> None:
@@ -36,64 +85,123 @@ def start_local_ray(labels: dict[str, str]) -> None:
              configure_logging=True)
 
 
-def node_matches(selector: dict[str, str], node_labels: dict[str, str]) -> bool:
-    for key, want in selector.items():
-        have = node_labels.get(key)
-        if want.startswith("!in(") or want.startswith("in("):
-            values = want[want.index("(") + 1:-1].split(",")
-            inside = have in values
-            if inside == want.startswith("!"):
-                return False
-        elif want.startswith("!"):
-            if have == want[1:]:
-                return False
-        elif have != want:
-            return False
-    return True
-
-
 def live_bench_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(BENCH_RESOURCE)]
 
 
-def dispatch(groups: list[list[CellSpec]], selector: dict[str, str], labels_of: dict[str, str],
-             already_done: int = 0, total: int | None = None) -> list[Outcome]:
-    """Run each group of ``groups`` on a node matching ``selector``; live progress."""
-    if not any(node_matches(selector, n.get("Labels", {})) for n in live_bench_nodes()):
-        raise RuntimeError(f"no live agent node matches {selector}")
-    board = ProgressBoard.remote()
-    pending = {}
-    for group in groups:
-        ref = benchmark_group.options(label_selector=selector).remote([s.model_dump_json() for s in group], board)
-        pending[ref] = group
-    outcomes: list[Outcome] = []
-    total = total if total is not None else sum(len(g) for g in groups)
+class LiveAgents:
+    """The live agents, indexed by class, so asking "can any of them take this task" is
+    cheap for thousands of tasks."""
+
+    def __init__(self, nodes: list[dict]):
+        self.ids = {n["NodeID"] for n in nodes}
+        self.by_class: dict[str, set[str]] = {}
+        for n in nodes:
+            self.by_class.setdefault(n.get("Labels", {}).get("hwm-class"), set()).add(n["NodeID"])
+
+    def can_run(self, task: Task) -> bool:
+        """Some live agent can take the task (else it would wait forever)."""
+        if task.node_id is not None:
+            return task.node_id in self.ids
+        return bool(self.by_class.get(task.hw_class, set()) - set(task.excluded))
+
+
+def _submit(task: Task, board, as_json: dict[int, str]):
+    task.tries += 1
+    task.submitted = time.time()
+    payload = [as_json.setdefault(id(s), s.model_dump_json()) for s in task.specs]
+    if task.node_id is not None:
+        options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(task.node_id, soft=False)}
+    else:
+        options = {"label_selector": task.selector()}
+    return benchmark_group.options(**options).remote(payload, board)
+
+
+def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0,
+             total: int | None = None) -> list[Outcome]:
+    """Run every task; returns one Outcome per cell and task (ok, lost or canceled)."""
+    # the board lives beside the driver: on an agent it would freeze or die with that agent
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    board = ProgressBoard.options(scheduling_strategy=here).remote()
+    phases: dict = {}
+    pending, outcomes, as_json = {}, [], {}     # a spec shared by several tasks is serialized once
+    total = total if total is not None else sum(len(t.specs) for t in tasks)
+
+    def give_up(task: Task, status: str, why: str) -> None:
+        for spec in task.specs:
+            outcomes.append(Outcome(spec.cell_id, None, why, status, task.hw_class))
+            progress.cell_done(labels_of.get(spec.cell_id, spec.cell_id), status)
+
+    def retry_or_lose(task: Task, why: str) -> None:
+        if task.tries < MAX_TRIES and LiveAgents(live_bench_nodes()).can_run(task):
+            progress.note(f"retrying {len(task.specs)} cell(s) on another agent of class {task.hw_class}: {why}")
+            pending[_submit(task, board, as_json)] = task
+        else:
+            give_up(task, "lost", f"{why}; tried {task.tries} time(s), no other agent of class {task.hw_class} left")
+
     with RunProgress(total, already_done) as progress:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-            try:
-                phases = ray.get(board.snapshot.remote(), timeout=5)
-            except Exception:  # noqa: BLE001 - progress is best effort
-                phases = {}
-            waiting = {s.cell_id for group in pending.values() for s in group}
-            running = [(t, cid, ph) for cid, ph in phases.items() for t in [ph[2]] if cid in waiting]
-            if running:
-                _, cid, (phase, detail, _) = max(running)
-                progress.show_phase(labels_of.get(cid, cid), phase, detail)
-            for ref in done:
-                group = pending.pop(ref)
+        live = LiveAgents(live_bench_nodes())
+        for task in tasks:
+            if live.can_run(task):
+                pending[_submit(task, board, as_json)] = task
+            else:
+                give_up(task, "lost", f"no live agent of class {task.hw_class}")
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 try:
-                    records = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - a lost task is reported, the rest go on
-                    records = [None] * len(group)
-                    error = f"{type(exc).__name__}: {exc}"
-                for spec, record in zip(group, records):
-                    label = labels_of.get(spec.cell_id, spec.cell_id)
-                    if record is None:
-                        outcomes.append(Outcome(spec.cell_id, None, error))
-                        progress.cell_done(label, "lost")
-                    else:
+                    phases = ray.get(board.snapshot.remote(), timeout=5)
+                except Exception:  # noqa: BLE001 - progress is best effort: keep the last view
+                    pass
+                hosts = {n["NodeID"]: n.get("Labels", {}).get("hwm-host", n["NodeID"][:8]) for n in nodes}
+                _show(progress, pending, phases, labels_of, hosts)
+                for ref in done:
+                    task = pending.pop(ref)
+                    try:
+                        records = {r["cell_id"]: r for r in ray.get(ref)}
+                    except Exception as exc:  # noqa: BLE001 - a node died, a worker crashed
+                        retry_or_lose(task, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                        continue
+                    for spec in task.specs:
+                        label = labels_of.get(spec.cell_id, spec.cell_id)
+                        record = records.get(spec.cell_id)
                         outcomes.append(Outcome(spec.cell_id, record))
-                        progress.cell_done(label, record["status"])
+                        progress.cell_done(label, record["status"] if record else "ok (recorded by another agent)")
+                now, nodes = time.time(), live_bench_nodes()
+                live = LiveAgents(nodes)
+                for ref, task in list(pending.items()):
+                    news = [phases[s.cell_id] for s in task.specs if s.cell_id in phases
+                            and phases[s.cell_id][2] >= task.submitted]
+                    if news:
+                        phase, _, when, node = max(news, key=lambda n: n[2])
+                        if now - when > task.stale_after(phase):
+                            ray.cancel(ref, force=True)
+                            pending.pop(ref)
+                            if node and task.node_id is None:
+                                task.excluded.append(node)
+                            retry_or_lose(task, f"agent {node or '?'} sent nothing for {now - when:.0f} s "
+                                                f"(frozen?) while in {phase}")
+                    elif not live.can_run(task):
+                        ray.cancel(ref, force=True)
+                        pending.pop(ref)
+                        give_up(task, "lost", f"no live agent of class {task.hw_class} left")
+        except KeyboardInterrupt:
+            for ref, task in pending.items():
+                ray.cancel(ref, force=True)
+                give_up(task, "canceled", "canceled by the user (Ctrl-C)")
+            raise Interrupted(outcomes) from None
     ray.kill(board)
     return outcomes
+
+
+def _show(progress: RunProgress, pending: dict, phases: dict, labels_of: dict[str, str],
+          hosts: dict[str, str]) -> None:
+    """Per agent, the latest phase of the cell it is running."""
+    waiting = {s.cell_id for task in pending.values() for s in task.specs}
+    latest: dict[str, tuple] = {}
+    for cid, (phase, detail, when, node) in phases.items():
+        if cid in waiting and (node not in latest or when > latest[node][0]):
+            latest[node] = (when, cid, phase, detail)
+    for node, (_, cid, phase, detail) in latest.items():
+        agent = hosts.get(node or "", (node or "agent")[:8])
+        progress.show_agent(agent, labels_of.get(cid, cid), phase, detail)

@@ -73,6 +73,11 @@ CMAKE_ALLOWED_PREFIXES = ("GGML_", "LLAMA_")
 CMAKE_TYPES = ("BOOL", "STRING", "PATH", "FILEPATH", "INTERNAL", "UNINITIALIZED")
 _CMAKE_FLAG = re.compile(r"-D([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z]+))?=(.*)", re.S)
 _CMAKE_VALUE = re.compile(r"[A-Za-z0-9_.,;=+-]*")
+_CMAKE_BOOL = ("ON", "OFF", "TRUE", "FALSE", "YES", "NO", "Y", "N", "1", "0")
+# CMAKE_CUDA_ARCHITECTURES: compute capabilities without the dot (86, 90a, 120f), each
+# optionally -real/-virtual, joined by ';'; or one of cmake's special values.
+_CUDA_ARCH = re.compile(r"\d+[af]?(-real|-virtual)?")
+_CUDA_ARCH_SPECIAL = ("native", "all", "all-major", "OFF")
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+@-]*")
@@ -176,7 +181,22 @@ def _cmake_flag(flag: str) -> str:
         _fail(f"bad cmake flag {flag!r}: unknown cache type {typ!r}")
     if not _CMAKE_VALUE.fullmatch(value):
         _fail(f"bad cmake flag {flag!r}: the value may only hold letters, digits and _.,;=+-")
+    if name == "GGML_CUDA" and value.upper() not in _CMAKE_BOOL:
+        _fail(f"bad cmake flag {flag!r}: GGML_CUDA is ON or OFF")
+    if name == "CMAKE_CUDA_ARCHITECTURES":
+        _cuda_architectures(flag, value)
     return flag
+
+
+def _cuda_architectures(flag: str, value: str) -> None:
+    if value in _CUDA_ARCH_SPECIAL:
+        return
+    for arch in value.split(";"):
+        if not _CUDA_ARCH.fullmatch(arch):
+            hint = (f"; write compute capability {arch} as {arch.replace('.', '')}"
+                    if re.fullmatch(r"\d+\.\d+", arch) else "")
+            _fail(f"bad cmake flag {flag!r}: {arch!r} is not a CUDA architecture (digits such as 86 or "
+                  f"90a, joined by ';', or one of {', '.join(_CUDA_ARCH_SPECIAL)}){hint}")
 
 
 def _repo(v: str) -> str:
@@ -695,6 +715,9 @@ class HardwareSpec(_Strict):
     cpu: CpuSpec | None = Field(None, description="CPU requirements")
     gpu: GpuSpec | None = Field(None, description="GPU requirements")
     ram_gb: GbRange | None = Field(None, description="system RAM in GB, e.g. '>=200'")
+    per: Literal["class", "machine"] = Field(
+        "class", description="run each cell once per matching hardware class (any one machine of it), "
+        "or on every matching machine")
 
 
 # ---------------------------------------------------------------- the whole file

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from tabulate import tabulate
 
 from agent import cellspec as spec_types
+from agent.build import cmake_option, needs_cuda
 from coordinator.errors import EXIT_OK, UserError
 from coordinator.hardware_match import matches
 from coordinator.matrix import Matrix, MatrixError, load_matrix
@@ -42,19 +43,34 @@ class PlannedCell:
     model: object
     matrix: Matrix = field(repr=False)
     matrix_hash: str = ""
+    # Spec parts cells have in common (engine, model, ref, repetitions, hygiene), built once:
+    # load_plan hands every cell of a plan the same dict. Specs are frozen, so sharing is safe.
+    spec_parts: dict = field(default_factory=dict, repr=False, compare=False)
+    _specs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def label(self) -> str:
         return " ".join(f"{k}={display(v)}" for k, v in self.params.items() if k != "model" or len(self.matrix.models) > 1)
 
     @property
+    def cmake(self) -> list[str]:
+        return list(self.engine.build.cmake) if self.engine.build else []
+
+    @property
+    def cuda(self) -> bool:
+        """A CUDA build (the agent adds -DGGML_CUDA=ON and its GPUs' architectures)."""
+        return needs_cuda(self.settings.get("gpus"), self.cmake)
+
+    @property
     def build_label(self) -> str:
-        flags = " ".join(self.engine.build.cmake) if self.engine.build else ""
+        flags = " ".join(self.cmake)
+        if self.cuda and cmake_option(self.cmake, "GGML_CUDA") is None:
+            flags = (flags + " " if flags else "") + "+CUDA"
         return f"{self.engine_name}@{self.ref.name} ({self.ref.kind} {self.ref.value})" + (f" {flags}" if flags else "")
 
     @property
     def build_order(self) -> tuple:
-        return (self.engine_name, self.ref.name, tuple(self.engine.build.cmake if self.engine.build else ()))
+        return (self.engine_name, self.ref.name, tuple(self.cmake), self.cuda)
 
     def tool_args(self) -> dict:
         s = dict(self.settings)
@@ -73,25 +89,47 @@ class PlannedCell:
     def needed_targets(self) -> set[str]:
         return {self.settings["tool"]} | ({"llama-quantize"} if self.settings.get("quant") else set())
 
-    def to_spec(self, run_id: str, store_url: str, build_targets: set[str] = frozenset()) -> spec_types.CellSpec:
+    def to_spec(self, run_id: str, store_url: str, build_targets: set[str] = frozenset(),
+                one_per_class: bool = True) -> spec_types.CellSpec:
+        """The cell as an agent gets it (``one_per_class``: False for a `per: machine`
+        placement). Specs are frozen, so a cell placed on several hardware classes builds
+        its spec once."""
+        key = (run_id, store_url, frozenset(build_targets), one_per_class)
+        if key not in self._specs:
+            self._specs[key] = self._build_spec(run_id, store_url, build_targets, one_per_class)
+        return self._specs[key]
+
+    def _build_spec(self, run_id: str, store_url: str, build_targets: set[str],
+                    one_per_class: bool) -> spec_types.CellSpec:
         m = self.matrix
-        engine = spec_types.EngineSpec(
+        return spec_types.CellSpec(
+            run_id=run_id, matrix_name=m.name, matrix_hash=self.matrix_hash, cell_id=self.cell_id,
+            params=self.params, engine=self._part(("engine", self.engine_name), self._engine_spec),
+            ref=self._part(("ref", self.ref.name), lambda: spec_types.RefSpec(
+                name=self.ref.name, kind=self.ref.kind, value=str(self.ref.value))),
+            model=self._part(("model", self.model_name), self._model_spec),
+            quant=self.settings.get("quant"), tool=self.settings["tool"],
+            args=spec_types.ToolArgs(**self.tool_args()), gpus=self.settings.get("gpus"),
+            repetitions=self._part(("repetitions",), lambda: spec_types.Repetitions(**m.repetitions.model_dump())),
+            hygiene=self._part(("hygiene",), lambda: spec_types.Hygiene(**m.hygiene.model_dump())),
+            timeout_s=float(m.timeout_s), store_url=store_url,
+            build_targets=sorted(build_targets | self.needed_targets()), one_per_class=one_per_class)
+
+    def _part(self, key: tuple, make):
+        if key not in self.spec_parts:
+            self.spec_parts[key] = make()
+        return self.spec_parts[key]
+
+    def _engine_spec(self) -> spec_types.EngineSpec:
+        return spec_types.EngineSpec(
             name=self.engine_name, kind=self.engine.kind, repo=self.engine.repo,
             sdist=spec_types.SdistSource(**self.engine.sdist.model_dump()) if self.engine.sdist else None,
             cmake=list(self.engine.build.cmake) if self.engine.build else [])
-        model = spec_types.ModelSpec(
+
+    def _model_spec(self) -> spec_types.ModelSpec:
+        return spec_types.ModelSpec(
             name=self.model_name, path=self.model.path, sha256=self.model.sha256, generate=self.model.generate,
             params=self.model.params.model_dump(exclude_none=True) if self.model.params else {})
-        return spec_types.CellSpec(
-            run_id=run_id, matrix_name=m.name, matrix_hash=self.matrix_hash, cell_id=self.cell_id,
-            params=self.params, engine=engine,
-            ref=spec_types.RefSpec(name=self.ref.name, kind=self.ref.kind, value=str(self.ref.value)),
-            model=model, quant=self.settings.get("quant"), tool=self.settings["tool"],
-            args=spec_types.ToolArgs(**self.tool_args()), gpus=self.settings.get("gpus"),
-            repetitions=spec_types.Repetitions(**m.repetitions.model_dump()),
-            hygiene=spec_types.Hygiene(**m.hygiene.model_dump()),
-            timeout_s=float(m.timeout_s), store_url=store_url,
-            build_targets=sorted(build_targets | self.needed_targets()))
 
 
 @dataclass
@@ -125,7 +163,7 @@ def load_plan(path: str) -> Plan:
     except OSError as exc:
         raise UserError(f"{path}: {exc.strerror}") from None
     matrix_hash = _digest(matrix.model_dump(mode="json"))[:12]
-    cells = []
+    cells, spec_parts = [], {}
     for params in matrix.cells():
         settings = matrix.cell_settings(params)
         engine_name, engine = matrix.engine_of(params["ref"])
@@ -133,7 +171,8 @@ def load_plan(path: str) -> Plan:
         cells.append(PlannedCell(
             cell_id=f"{_slug(params['ref'])}-{_digest(params)[:10]}", params=params, settings=settings,
             engine_name=engine_name, engine=engine, ref=matrix.refs()[params["ref"]],
-            model_name=model_name, model=matrix.models[model_name], matrix=matrix, matrix_hash=matrix_hash))
+            model_name=model_name, model=matrix.models[model_name], matrix=matrix, matrix_hash=matrix_hash,
+            spec_parts=spec_parts))
     return Plan(path=str(path), matrix=matrix, matrix_hash=matrix_hash, cells=cells)
 
 
@@ -161,6 +200,12 @@ def ab_groups(cells: list[PlannedCell], axis: str = "ref") -> list[list[PlannedC
             for n, group in enumerate(groups.values())]
 
 
+def requirement_key(cell: PlannedCell) -> tuple:
+    """All that ``cell_requirement`` reads of a cell: cells with one key match the same agents
+    (every cell of a matrix shares its hardware spec; only ``gpus`` varies)."""
+    return id(cell.matrix.hardware), cell.settings.get("gpus")
+
+
 def cell_requirement(cell: PlannedCell, profile: dict) -> str | None:
     """The first reason ``profile`` cannot run ``cell``, or None."""
     ok, reason = matches(cell.matrix.hardware, profile)
@@ -171,22 +216,6 @@ def cell_requirement(cell: PlannedCell, profile: dict) -> str | None:
     if want and have < want:
         return f"needs {want} GPUs for gpus={want}, has {have}"
     return None
-
-
-def match_cells(plan: Plan, profile: dict) -> tuple[list[PlannedCell], list[tuple[PlannedCell, str]]]:
-    matched, unmatched = [], []
-    for cell in plan.cells:
-        reason = cell_requirement(cell, profile)
-        if reason:
-            unmatched.append((cell, reason))
-        else:
-            matched.append(cell)
-    return matched, unmatched
-
-
-def unmatched_listing(unmatched: list[tuple[PlannedCell, str]], host: str) -> str:
-    rows = [(c.cell_id, c.label, f"{host}: {reason}") for c, reason in unmatched]
-    return tabulate(rows, headers=["cell", "params", "why no agent matches"], tablefmt="simple")
 
 
 def print_plan(path: str) -> int:
@@ -214,5 +243,30 @@ def print_plan(path: str) -> int:
         print(f"  #{n} {label}")
     print(f"\nthis machine ({profile.hostname}, class {profile.hardware_class}) matches {n_match} of "
           f"{len(plan.cells)} cells" + ("" if n_match else "; `hwmatrix run` would refuse them"))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def print_cluster_plan(path: str, agents) -> int:
+    """`plan --address`: per cell, the agents that match it, or each agent's first reason not to."""
+    from coordinator.placement import matching_agents
+
+    plan = load_plan(path)
+    rows, n_match, by_need = [], 0, {}
+    for cell in plan.cells:
+        need = requirement_key(cell)
+        if need not in by_need:
+            by_need[need] = matching_agents(cell, agents)
+        fit, why = by_need[need]
+        n_match += bool(fit)
+        where = ", ".join(sorted(a.host for a in fit)) if fit else "none"
+        reasons = "; ".join(f"{host}: {reason}" for host, reason in sorted(why.items()))
+        rows.append((cell.cell_id, cell.label, where, reasons or "-"))
+    print(f"matrix {plan.name} ({plan.path}): {len(plan.cells)} cells, {len(agents)} live agent(s), "
+          f"run id {plan.default_run_id}")
+    print(tabulate(rows, headers=["cell", "params", "agents that match", "why the others do not"],
+                   tablefmt="simple"))
+    print(f"\n{n_match} of {len(plan.cells)} cells have an agent" +
+          ("" if n_match == len(plan.cells) else "; `hwmatrix run` refuses the rest unless --skip-unmatched"))
     sys.stdout.flush()
     return EXIT_OK

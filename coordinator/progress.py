@@ -13,10 +13,10 @@ class ProgressBoard:
     """Latest phase of each cell, as reported by the agents running them."""
 
     def __init__(self) -> None:
-        self.phases: dict[str, tuple[str, str, float]] = {}
+        self.phases: dict[str, tuple[str, str, float, str | None]] = {}
 
-    def update(self, cell_id: str, phase: str, detail: str) -> None:
-        self.phases[cell_id] = (phase, detail, time.time())
+    def update(self, cell_id: str, phase: str, detail: str, node_id: str | None = None) -> None:
+        self.phases[cell_id] = (phase, detail, time.time(), node_id)
 
     def snapshot(self) -> dict:
         return dict(self.phases)
@@ -36,6 +36,7 @@ class RunProgress:
         self.live = self.console.is_terminal          # a log file gets one line per event instead
         self.done, self.total, self.started = already_done, total, time.monotonic()
         self.last_phase = ""
+        self.agent_rows: dict[str, int] = {}
 
     def __enter__(self) -> "RunProgress":
         if self.live:
@@ -46,6 +47,16 @@ class RunProgress:
         if self.live:
             self.progress.__exit__(*exc)
 
+    def show_agent(self, agent: str, label: str, phase: str, detail: str) -> None:
+        """One live line per agent: the cell it runs and its phase (a cluster run)."""
+        text = f"{label}: {phase} {detail}"
+        if not self.live:
+            self.show_phase(f"{agent}: {label}", phase, detail)
+            return
+        if agent not in self.agent_rows:
+            self.agent_rows[agent] = self.progress.add_task(f"  {agent}", total=None, phase="")
+        self.progress.update(self.agent_rows[agent], phase=text)
+
     def show_phase(self, label: str, phase: str, detail: str) -> None:
         text = f"{label}: {phase} {detail}"
         if self.live:
@@ -53,6 +64,10 @@ class RunProgress:
         elif text != self.last_phase and phase in ("build", "quantize"):
             self.console.print(f"  {text}", highlight=False)
         self.last_phase = text
+
+    def note(self, text: str) -> None:
+        """An event worth a line of its own (a retry, a lost agent)."""
+        self.console.print(text, highlight=False, markup=False)
 
     def cell_done(self, label: str, status: str) -> None:
         self.done += 1

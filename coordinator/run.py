@@ -5,14 +5,18 @@ import json
 import sys
 from datetime import datetime, timezone
 
+from tabulate import tabulate
+
 from agent import spool
 from agent.paths import default_store_url
+from agent.pipeline import agent_id_for
 from agent.probe import ProfileError, probe, profile_labels
 from agent.record import utc_now
-from agent.store import StoreError, manifest_key, open_store
+from agent.store import StoreError, manifest_key, open_store, result_key
 from coordinator.records import stored_records
 from coordinator.errors import EXIT_CELLS_FAILED, EXIT_OK, UserError
-from coordinator.plan import Plan, ab_groups, build_targets, load_plan, match_cells, unmatched_listing
+from coordinator.placement import Agent, place
+from coordinator.plan import Plan, PlannedCell, build_targets, load_plan
 from coordinator.table import comparison_table
 
 
@@ -32,56 +36,134 @@ def render_table(plan: Plan, records: dict[str, list[dict]], not_run: dict[str, 
     return comparison_table(cells, records, plan.baseline, not_run)
 
 
-def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool) -> int:
+def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool,
+               address: str | None = None, token_file: str | None = None) -> int:
     """`hwmatrix run`: measure what is missing, then print the table; the exit code says
     whether every matched cell has an ok record."""
-    plan, run_id, records, matched, unmatched = execute(path, store_url, run_id, fresh, skip_unmatched)
+    plan, run_id, records, matched, unmatched = execute(path, store_url, run_id, fresh, skip_unmatched,
+                                                        address, token_file)
     print(render_table(plan, records, {c.cell_id: "skipped: no agent matches" for c, _ in unmatched}))
-    statuses = [r["status"] for c in matched for r in records.get(c.cell_id, [])[:1]]
-    return EXIT_OK if statuses and all(s == "ok" for s in statuses) else EXIT_CELLS_FAILED
+    ok = [_all_classes_ok(records.get(c.cell_id, [])) for c in matched]
+    return EXIT_OK if ok and all(ok) else EXIT_CELLS_FAILED
 
 
-def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool):
-    """Plan, skip what the store has, dispatch the rest; (plan, run_id, records, matched, unmatched)."""
-    plan = load_plan(path)
+def _all_classes_ok(records: list[dict]) -> bool:
+    """The cell has an ok record on every hardware class it was tried on."""
+    classes = {r.get("hardware_class") for r in records}
+    return bool(records) and all(any(r.get("status") == "ok" for r in records if r.get("hardware_class") == c)
+                                 for c in classes)
+
+
+def local_agents() -> list[Agent]:
     try:
         profile = probe()
     except ProfileError as exc:
         raise UserError(str(exc)) from None
-    matched, unmatched = match_cells(plan, profile.model_dump())
-    if unmatched and not skip_unmatched:
-        print(unmatched_listing(unmatched, profile.hostname), file=sys.stderr)
-        raise UserError(f"{len(unmatched)} of {len(plan.cells)} cells match no agent "
-                        "(this machine); use --skip-unmatched to run the rest")
+    return [Agent(host=agent_id_for(profile.hostname), hw_class=profile.hardware_class, profile=profile.model_dump())]
+
+
+def cluster_agents() -> list[Agent]:
+    """Every live agent's full profile, asked of the agent itself (a task pinned to it)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from agent.worker import node_profile
+    from coordinator.dispatch import live_bench_nodes
+
+    refs = [node_profile.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+            for n in live_bench_nodes()]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=120)
+    agents = []
+    for ref in ready:
+        try:
+            profile = ray.get(ref)
+        except Exception:  # noqa: BLE001 - an agent that can't answer takes no cells
+            continue
+        agents.append(Agent(host=agent_id_for(profile.get("hostname")), hw_class=profile["hardware_class"],
+                            profile=profile, node_id=profile["ray_node_id"]))
+    return agents
+
+
+def unmatched_listing(cells: dict[str, PlannedCell], unmatched: dict[str, dict[str, str]]) -> str:
+    rows = [(cid, cells[cid].label, f"{host}: {reason}") for cid, why in unmatched.items()
+            for host, reason in why.items()]
+    return tabulate(rows, headers=["cell", "params", "why this agent does not match"], tablefmt="simple")
+
+
+def record_outcome(store, run_id: str, cell: PlannedCell, outcome) -> None:
+    """A cell the agents could not finish (lost, canceled) still gets a record saying so."""
+    record = {"schema_version": 1, "origin": "measured", "run_id": run_id,
+              "matrix": {"name": cell.matrix.name, "hash": cell.matrix_hash}, "cell_id": cell.cell_id,
+              "agent_id": "coordinator", "params": cell.params, "status": outcome.status, "error": outcome.error,
+              "hardware_class": outcome.hw_class,
+              "timestamps": {"finished": utc_now()}, "metrics": {}, "bench_rows": [], "sweep_rows": []}
+    store.put(result_key(run_id, cell.cell_id, f"coordinator-{outcome.hw_class}"), json.dumps(record, indent=1).encode(),
+              on_clash="replace")
+
+
+def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool,
+            address: str | None = None, token_file: str | None = None):
+    """Plan, skip what the store has, dispatch the rest; (plan, run_id, records, matched, unmatched)."""
+    plan = load_plan(path)
     store_url = store_url or default_store_url()
     try:
         store = open_store(store_url)
         store_url = store.url
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    if address:
+        from coordinator.cluster import connect
+
+        connect(address, token_file)
+        agents = cluster_agents()
+    else:
+        agents = local_agents()
+    cells = {c.cell_id: c for c in plan.cells}
+    _, unmatched_why = place(plan.cells, agents)
+    unmatched = [(cells[cid], why) for cid, why in unmatched_why.items()]
+    matched = [c for c in plan.cells if c.cell_id not in unmatched_why]
+    if unmatched and not skip_unmatched:
+        print(unmatched_listing(cells, unmatched_why), file=sys.stderr)
+        raise UserError(f"{len(unmatched)} of {len(plan.cells)} cells match no "
+                        + ("enrolled agent" if address else "agent (this machine)")
+                        + "; use --skip-unmatched to run the rest")
     run_id = run_id or plan.default_run_id
     if fresh:
         run_id = f"{run_id}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
 
     spool.flush()                      # records a killed earlier run left behind
     records = stored_records(store, run_id)
-    done = {cid for cid, recs in records.items() if any(r.get("status") == "ok" for r in recs)}
-    todo = [c for c in matched if c.cell_id not in done]
-    print(f"run {run_id}: {len(plan.cells)} cells, {len(done)} already recorded, {len(todo)} to run; "
-          f"store {store_url}", file=sys.stderr)
-    write_manifest(store, plan, run_id, records, "running" if todo else "complete")
-    if todo:
-        from coordinator.dispatch import dispatch, start_local_ray
+    ok = [r for recs in records.values() for r in recs if r.get("status") == "ok"]
+    done = {(r["cell_id"], r.get("hardware_class")) for r in ok} | {(r["cell_id"], f"host:{r['agent_id']}") for r in ok}
+    axis = next(iter(plan.baseline or {"ref": None}))
+    placements, _ = place(matched, agents, axis, done)
+    n_todo = sum(len(p.cells) for p in placements)
+    n_done = len({(r["cell_id"], r.get("hardware_class")) for r in ok})
+    print(f"run {run_id}: {len(plan.cells)} cells, {n_done} results already recorded, {n_todo} to run on "
+          f"{len({a.hw_class for a in agents})} hardware class(es); store {store_url}", file=sys.stderr)
+    write_manifest(store, plan, run_id, records, "running" if placements else "complete")
+    if placements:
+        from coordinator.dispatch import Interrupted, Task, dispatch, start_local_ray
 
-        print("starting the embedded Ray (this machine's profile as node labels)...", file=sys.stderr)
-        start_local_ray(profile_labels(profile))
-        targets = build_targets(todo)
-        axis = next(iter(plan.baseline or {"ref": None}))
-        groups = [[c.to_spec(run_id, store_url, targets[c.build_order]) for c in group]
-                  for group in ab_groups(todo, axis)]
+        if not address:
+            print("starting the embedded Ray (this machine's profile as node labels)...", file=sys.stderr)
+            start_local_ray(profile_labels(probe()))
+        targets = build_targets(matched)
+        tasks = [Task(specs=[c.to_spec(run_id, store_url, targets[c.build_order], one_per_class=p.node_id is None)
+                             for c in p.cells],
+                      hw_class=p.hw_class, node_id=p.node_id) for p in placements]
         labels = {c.cell_id: c.label for c in plan.cells}
-        dispatch(groups, {"hwm-class": profile.hardware_class}, labels,
-                 already_done=len(done), total=len(done) + len(todo))
+        try:
+            outcomes = dispatch(tasks, labels, already_done=n_done, total=n_done + n_todo)
+        except Interrupted as stop:
+            for outcome in stop.outcomes:
+                if outcome.status in ("lost", "canceled"):
+                    record_outcome(store, run_id, cells[outcome.cell_id], outcome)
+            write_manifest(store, plan, run_id, stored_records(store, run_id), "canceled")
+            raise
+        for outcome in outcomes:
+            if outcome.status in ("lost", "canceled"):
+                record_outcome(store, run_id, cells[outcome.cell_id], outcome)
         records = stored_records(store, run_id)
     write_manifest(store, plan, run_id, records, "complete")
     return plan, run_id, records, matched, unmatched

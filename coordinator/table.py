@@ -40,10 +40,22 @@ def _key(params: dict) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
+def _class_label(hw_class: str | None, records: dict[str, list[dict]]) -> str:
+    """A short name for a column group: the CPU's uarch (and GPUs) and the class id."""
+    for recs in records.values():
+        for rec in recs:
+            if rec.get("hardware_class") == hw_class and rec.get("hardware"):
+                hw = rec["hardware"]
+                gpus = (hw.get("gpus") or {}).get("count") or 0
+                return f"{(hw.get('cpu') or {}).get('uarch', '?')}{f' {gpus}GPU' if gpus else ''} [{hw_class}]"
+    return f"[{hw_class}]"
+
+
 def comparison_table(cells: list[dict], records: dict[str, list[dict]], baseline: dict | None,
                      not_run: dict[str, str] | None = None) -> str:
     """``cells``: [{cell_id, params}] in plan order; ``records``: cell_id -> its records;
-    ``not_run``: cell_id -> why a cell without records was not run (else it shows "missing")."""
+    ``not_run``: cell_id -> why a cell without records was not run (else it shows "missing").
+    One row per cell; one column group per hardware class (values, change, status)."""
     columns: list[str] = []
     for cell in cells:
         for k in cell["params"]:
@@ -51,44 +63,46 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]], baseline
                 columns.append(k)
     varying = [k for k in columns if len({repr(c["params"].get(k)) for c in cells}) > 1] or columns[:1]
     by_params = {_key(c["params"]): c["cell_id"] for c in cells}
-    classes = {r.get("hardware_class") for recs in records.values() for r in recs}
-    show_class = len(classes) > 1
+    classes = sorted({r.get("hardware_class") for recs in records.values() for r in recs
+                      if r.get("hardware_class")}) or [None]
+
+    def record_of(cell_id: str | None, hw_class: str | None) -> dict | None:
+        """The cell's record on this class, an ok one first."""
+        recs = [r for r in records.get(cell_id or "", []) if hw_class is None or r.get("hardware_class") == hw_class]
+        return next((r for r in recs if r.get("status") == "ok"), recs[0] if recs else None)
 
     rows, pairs, slots = [], [], []
     for cell in cells:
-        base_id = None
-        if baseline:
-            wanted = {**cell["params"], **baseline}
-            base_id = by_params.get(_key(wanted))
-        for rec in records.get(cell["cell_id"], []) or [None]:
+        base_id = by_params.get(_key({**cell["params"], **baseline})) if baseline else None
+        row = [_display(cell["params"].get(k)) for k in varying]
+        tests = next((" / ".join(m["test"] for m in r["metrics"].values())
+                      for r in records.get(cell["cell_id"], []) if r.get("metrics")), "-")
+        row.append(tests)
+        for hw_class in classes:
+            rec = record_of(cell["cell_id"], hw_class)
             metrics = (rec or {}).get("metrics", {})
-            base_rec = None
-            if base_id and rec is not None and base_id != cell["cell_id"]:
-                base_rec = next((b for b in records.get(base_id, [])
-                                 if b.get("hardware_class") == rec.get("hardware_class")), None)
-            row = [_display(cell["params"].get(k)) for k in varying]
-            if show_class:
-                row.append((rec or {}).get("hardware_class", "-"))
-            row.append(" / ".join(m["test"] for m in metrics.values()) if metrics else "-")
+            base_rec = record_of(base_id, hw_class) if base_id and base_id != cell["cell_id"] else None
             for name in METRICS:
                 row.append(_fmt(metrics.get(name)))
             for name in METRICS:
                 if base_id == cell["cell_id"]:
                     row.append("baseline")
                     continue
-                if base_rec is not None and base_rec.get("status") == "ok" and rec.get("status") == "ok":
+                if base_rec and rec and base_rec.get("status") == "ok" and rec.get("status") == "ok":
                     slots.append((len(rows), len(row)))
                     pairs.append((base_rec, rec, name))
                 row.append((metrics.get(name), (base_rec or {}).get("metrics", {}).get(name)))
             row.append(rec["status"] if rec else (not_run or {}).get(cell["cell_id"], "missing"))
-            rows.append(row)
+        rows.append(row)
     verdicts = dict(zip(slots, _verdicts(pairs))) if pairs else {}
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
             if isinstance(value, tuple):
                 row[c] = _change(value[0], value[1], verdicts.get((r, c)))
-    headers = [*varying, *(["class"] if show_class else []), "test", "pp t/s", "tg t/s",
-               "Δ pp", "Δ tg", "status"]
-    align = ["left"] * (len(headers) - 5) + ["right"] * 4 + ["left"]
+    group = ["pp t/s", "tg t/s", "Δ pp", "Δ tg", "status"]
+    if len(classes) > 1:
+        headers = [*varying, "test"] + [f"{_class_label(c, records)} {h}" for c in classes for h in group]
+    else:
+        headers = [*varying, "test", *group]
+    align = ["left"] * (len(varying) + 1) + (["right"] * 4 + ["left"]) * len(classes)
     return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
-

@@ -187,6 +187,19 @@ def test_refs_engines_and_sources_are_resolved(tmp_path):
     assert m.repetitions.min == m.repetitions.max == 3
 
 
+@pytest.mark.parametrize("flags", [
+    ["-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=86;89"],
+    ["-DGGML_CUDA=OFF"],
+    ["-DGGML_CUDA:BOOL=on", "-DCMAKE_CUDA_ARCHITECTURES=90"],
+    ["-DCMAKE_CUDA_ARCHITECTURES=90a-real;120f"],
+    ["-DCMAKE_CUDA_ARCHITECTURES=native"],
+], ids=["on+two-archs", "off", "typed-bool", "suffixed-archs", "native"])
+def test_cuda_build_flags_are_allowed(tmp_path, flags):
+    listed = "".join(f"        - {flag}\n" for flag in flags)
+    m = load_matrix(write(tmp_path, edit("        - -DGGML_NATIVE=ON\n", listed)))
+    assert m.engines["mainline"].build.cmake == flags
+
+
 def test_plain_string_ref_and_short_arg_names_are_accepted(tmp_path):
     text = """\
 name: one
@@ -252,6 +265,12 @@ BAD = [
      "rm -rf", "engines.mainline.build.cmake[0]", "bad cmake flag"),
     ("cmake_script_mode", "        - -DGGML_NATIVE=ON\n", "        - -P\n", "- -P", "engines.mainline.build.cmake[0]",
      "bad cmake flag"),
+    ("cuda_arch_with_a_dot", "        - -DGGML_NATIVE=ON\n", "        - -DCMAKE_CUDA_ARCHITECTURES=8.6;90\n",
+     "8.6;90", "engines.mainline.build.cmake[0]", "write compute capability 8.6 as 86"),
+    ("cuda_arch_empty_entry", "        - -DGGML_NATIVE=ON\n", "        - -DCMAKE_CUDA_ARCHITECTURES=86;;90\n",
+     "86;;90", "engines.mainline.build.cmake[0]", "'' is not a CUDA architecture"),
+    ("cuda_not_a_bool", "        - -DGGML_NATIVE=ON\n", "        - -DGGML_CUDA=sm90\n",
+     "sm90", "engines.mainline.build.cmake[0]", "GGML_CUDA is ON or OFF"),
     ("hardware_empty_range", 'cores: ">=4"', 'cores: ">=4,<2"', ">=4,<2", "hardware.cpu.cores", "admits no"),
     ("hardware_vendor_uarch_clash", "vendor: AMD", "vendor: Intel", "uarch: [zen3, zen4]", "hardware.cpu.uarch",
      "vendor is Intel"),

@@ -1,0 +1,76 @@
+"""`hwmatrix agent join`: enroll this machine in a Ray cluster as a benchmark agent.
+
+The agent probes itself, then starts a Ray worker whose node labels are its profile (what
+the coordinator's `label_selector` matches) and which holds exactly one benchmark slot.
+Token authentication is always on: Ray refuses a worker with a wrong or missing token.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+from agent import spool
+from agent.auth import TokenError, token_env
+from agent.probe import probe, profile_labels
+from agent.worker import BENCH_RESOURCE
+
+ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$")
+
+
+class EnrollError(RuntimeError):
+    """A foreseeable enrollment failure, with a message for the machine's owner."""
+
+
+def check_address(address: str) -> str:
+    if not ADDRESS.match(address):
+        raise EnrollError(f"--address must be HOST:PORT, got {address!r}")
+    return address
+
+
+def join_argv(address: str, labels: dict[str, str], block: bool, num_cpus: int | None = None) -> list[str]:
+    argv = [shutil.which("ray") or "ray", "start", "--address", address,
+            "--resources", json.dumps({BENCH_RESOURCE: 1}),
+            "--labels", ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            "--disable-usage-stats"]
+    if num_cpus is not None:
+        argv += ["--num-cpus", str(num_cpus)]
+    if block:
+        argv.append("--block")
+    return argv
+
+
+def explain_failure(output: str) -> str:
+    """Ray's long stack traces, boiled down to what the owner can act on."""
+    if "InvalidAuthToken" in output or "AuthenticationError" in output or "Authentication token" in output:
+        return "the cluster refused this agent's token (wrong or missing): use the head's token file"
+    if "Failed to connect" in output or "Unable to connect" in output or "timed out" in output.lower():
+        return "no Ray head answers at that address (is `hwmatrix cluster up` running, port open?)"
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "ray start failed"
+
+
+def join(address: str, token_file: str | None = None, block: bool = False) -> int:
+    """Probe, deliver anything a crash left in the spool, start the Ray worker."""
+    try:
+        env = {**os.environ, **token_env(token_file)}
+    except TokenError as exc:
+        raise EnrollError(str(exc)) from None
+    check_address(address)
+    profile = probe()
+    labels = profile_labels(profile)
+    delivered, errors = spool.flush()
+    if delivered or errors:
+        print(f"spool: delivered {len(delivered)} record(s) left from an earlier run, {len(errors)} still waiting")
+    print(f"joining {address} as {profile.hostname} (class {profile.hardware_class}, {profile.cpu.uarch}, "
+          f"{profile.gpus.count} GPU(s))")
+    argv = join_argv(address, labels, block)
+    if block:
+        return subprocess.call(argv, env=env)
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise EnrollError(explain_failure(result.stdout + result.stderr))
+    print("joined: this machine now takes benchmark cells (one at a time). `ray stop` leaves the cluster.")
+    return 0
