@@ -140,7 +140,8 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
             give_up(task, "lost", f"{why}; tried {task.tries} time(s), no other agent of class {task.hw_class} left")
 
     with RunProgress(total, already_done) as progress:
-        live = LiveAgents(live_bench_nodes())
+        nodes = live_bench_nodes()
+        live = LiveAgents(nodes)
         for task in tasks:
             if live.can_run(task):
                 pending[_submit(task, board, as_json)] = task

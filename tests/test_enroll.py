@@ -1,0 +1,85 @@
+"""`hwmatrix cluster up` / `agent join` / `agents` as a user runs them: a real Ray head with
+token auth, this machine joined as an agent with its profile as labels, listed by class."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, hwmatrix
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(*args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "coordinator.cli", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """`--block` Ray processes stop everything they started on SIGTERM."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def head(tmp_path):
+    port, token = _free_port(), tmp_path / "cfg" / "ray-token"
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "HWMATRIX_SPOOL": str(tmp_path / "spool")}
+    proc = _start("cluster", "up", "--bind", "127.0.0.1", "--port", str(port), "--token-file", str(token),
+                  "--block", env=env)
+    first = proc.stdout.readline() + proc.stdout.readline()
+    yield {"proc": proc, "address": f"127.0.0.1:{port}", "token": token, "env": env, "banner": first}
+    _stop(proc)
+
+
+def _wait_for(predicate, seconds: float = 90):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    return None
+
+
+def test_cluster_up_makes_a_private_token_and_prints_the_join_command(head):
+    assert oct(head["token"].stat().st_mode & 0o777) == "0o600"
+    assert len(head["token"].read_text().strip()) == 64
+    assert f"hwmatrix agent join --address {head['address']} --token-file {head['token']}" in head["banner"]
+    assert head["token"].read_text().strip() not in head["banner"]
+
+
+def test_an_agent_joins_with_the_token_and_is_listed_idle_under_its_class(head):
+    from agent.probe import probe
+
+    agent = _start("agent", "join", "--address", head["address"], "--token-file", str(head["token"]), "--block",
+                   env=head["env"])
+    try:
+        listing = _wait_for(lambda: (r := hwmatrix("agents", "--address", head["address"], "--token-file",
+                                                  str(head["token"]))).returncode == 0
+                            and "idle" in r.stdout and r.stdout)
+        assert listing, "the agent never showed up"
+        assert f"class {probe().hardware_class}" in listing and probe().hostname in listing
+    finally:
+        _stop(agent)
+
+
+def test_joining_without_a_token_file_says_where_to_get_one(head, tmp_path):
+    result = hwmatrix("agent", "join", "--address", head["address"], "--token-file", str(tmp_path / "none"))
+    assert result.returncode == 2
+    assert "no Ray auth token" in result.stderr and "Traceback" not in result.stderr
