@@ -2,8 +2,8 @@
 imported, so token auth must be set before `import ray`, which the pytest process has long
 done. Prints one JSON line (address, nodes, classes, start time), then obeys stdin:
 `busy` (print the hosts holding their benchmark slot), `remove HOST`, `freeze HOST` /
-`thaw HOST` (SIGSTOP / SIGCONT the node's raylet and all its workers), `killtask HOST`
-(SIGKILL the node's benchmark worker), `quit`."""
+`thaw HOST` (SIGSTOP / SIGCONT the node's raylet and all its workers), `killtask HOST...`
+(SIGKILL the benchmark worker running on any of them), `quit`."""
 from __future__ import annotations
 
 import json
@@ -61,7 +61,8 @@ def main(root: str, token: str, agents_json: str) -> None:
                 proc.send_signal(sig)
             say(command[0])
         elif command[0] == "killtask":
-            killed = [p.pid for p in _node_processes(nodes[command[1]]) if "benchmark_group" in " ".join(_cmd(p))]
+            killed = [p.pid for host in command[1:] if host in nodes
+                      for p in _node_processes(nodes[host]) if "benchmark_group" in " ".join(_cmd(p))]
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
             say(killed)
