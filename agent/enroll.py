@@ -66,11 +66,18 @@ def join(address: str, token_file: str | None = None, block: bool = False) -> in
         print(f"spool: delivered {len(delivered)} record(s) left from an earlier run, {len(errors)} still waiting")
     print(f"joining {address} as {profile.hostname} (class {profile.hardware_class}, {profile.cpu.uarch}, "
           f"{profile.gpus.count} GPU(s))")
-    argv = join_argv(address, labels, block)
+    code = ray_start(join_argv(address, labels, block), env, block)
+    if not block:
+        print("joined: this machine now takes benchmark cells (one at a time). `ray stop` leaves the cluster.")
+    return code
+
+
+def ray_start(argv: list[str], env: dict[str, str], block: bool) -> int:
+    """Run `ray start`: in the foreground with --block (its exit code), else to completion,
+    raising EnrollError with Ray's failure boiled down to one line."""
     if block:
         return subprocess.call(argv, env=env)
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         raise EnrollError(explain_failure(result.stdout + result.stderr))
-    print("joined: this machine now takes benchmark cells (one at a time). `ray stop` leaves the cluster.")
     return 0

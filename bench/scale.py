@@ -10,8 +10,8 @@ GPUs, hostname) into 10 classes of 10 machines, with hardware_class recomputed b
 agent.probe.hardware_class.
 
 Timed with time.perf_counter, step by step as coordinator.run.execute does it:
-load_plan; place(all cells) for the unmatched check; place(matched, axis, done) for the
-placements; build_targets; every CellSpec via to_spec(...).model_copy(update=...) and the
+load_plan; place(all cells, axis, done) for the placements and the unmatched cells;
+build_targets; every CellSpec via to_spec(..., one_per_class=...) and the
 dispatch Task objects; each task's specs as JSON (what dispatch._submit sends); the run
 manifest JSON (write_manifest, into an in-memory store). Peak memory is the process's
 ru_maxrss (whole process, imports included); a second, untimed pass under tracemalloc
@@ -148,15 +148,13 @@ def bookkeeping(path: str, agents: list[Agent], tick) -> dict:
     store = MemoryStore()
     plan = load_plan(path)
     tick("load_plan (parse, validate, expand)")
-    cells = {c.cell_id: c for c in plan.cells}
-    _, unmatched_why = place(plan.cells, agents)
-    unmatched = [(cells[cid], why) for cid, why in unmatched_why.items()]
-    matched = [c for c in plan.cells if c.cell_id not in unmatched_why]
-    tick("place(all cells): unmatched check")
     run_id, records, done = plan.default_run_id, {}, set()      # a fresh run: nothing stored yet
     axis = next(iter(plan.baseline or {"ref": None}))
-    placements, _ = place(matched, agents, axis, done)
-    tick(f"place(matched, axis={axis!r}): placements")
+    placements, unmatched_why = place(plan.cells, agents, axis, done)
+    cells = {c.cell_id: c for c in plan.cells}
+    unmatched = [(cells[cid], why) for cid, why in unmatched_why.items()]
+    matched = [c for c in plan.cells if c.cell_id not in unmatched_why]
+    tick(f"place(all cells, axis={axis!r}): placements and unmatched cells")
     write_manifest(store, plan, run_id, records, "running")
     tick("manifest JSON (write_manifest)")
     targets = build_targets(matched)

@@ -17,7 +17,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from agent.auth import TokenError, token_env
-from agent.enroll import EnrollError, check_address, explain_failure
+from agent.enroll import EnrollError, check_address, explain_failure, ray_start
 from agent.paths import default_token_path
 from agent.worker import BENCH_RESOURCE
 from coordinator.errors import EXIT_OK, UserError
@@ -48,10 +48,11 @@ def cluster_up(bind: str, port: int, token_file: str | None, bench: bool, block:
     join = f"hwmatrix agent join --address {address} --token-file {token}"
     if block:
         print(f"Ray head on {address} (token auth on). Agents join with:\n  {join}", flush=True)
-        return subprocess.call(argv + ["--block"], env=env)
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise UserError(f"ray start --head failed: {explain_failure(result.stdout + result.stderr)}")
+        return ray_start(argv + ["--block"], env, block=True)
+    try:
+        ray_start(argv, env, block=False)
+    except EnrollError as exc:
+        raise UserError(f"ray start --head failed: {exc}") from None
     print(f"Ray head on {address}, token authentication on (token file {token}, mode 0600).\n"
           f"Copy the token file to each agent out of band, then run there:\n  {join}\n"
           f"Run a matrix on the cluster with:\n  hwmatrix run FILE --address {address} --token-file {token}\n"

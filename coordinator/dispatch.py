@@ -95,6 +95,7 @@ class LiveAgents:
 
     def __init__(self, nodes: list[dict]):
         self.ids = {n["NodeID"] for n in nodes}
+        self.hosts = {n["NodeID"]: n.get("Labels", {}).get("hwm-host", n["NodeID"][:8]) for n in nodes}
         self.by_class: dict[str, set[str]] = {}
         for n in nodes:
             self.by_class.setdefault(n.get("Labels", {}).get("hwm-class"), set()).add(n["NodeID"])
@@ -140,8 +141,7 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
             give_up(task, "lost", f"{why}; tried {task.tries} time(s), no other agent of class {task.hw_class} left")
 
     with RunProgress(total, already_done) as progress:
-        nodes = live_bench_nodes()
-        live = LiveAgents(nodes)
+        live = LiveAgents(live_bench_nodes())
         for task in tasks:
             if live.can_run(task):
                 pending[_submit(task, board, as_json)] = task
@@ -154,8 +154,7 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
                     phases = ray.get(board.snapshot.remote(), timeout=5)
                 except Exception:  # noqa: BLE001 - progress is best effort: keep the last view
                     pass
-                hosts = {n["NodeID"]: n.get("Labels", {}).get("hwm-host", n["NodeID"][:8]) for n in nodes}
-                _show(progress, pending, phases, labels_of, hosts)
+                _show(progress, pending, phases, labels_of, live.hosts)
                 for ref in done:
                     task = pending.pop(ref)
                     try:
@@ -168,8 +167,7 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
                         record = records.get(spec.cell_id)
                         outcomes.append(Outcome(spec.cell_id, record))
                         progress.cell_done(label, record["status"] if record else "ok (recorded by another agent)")
-                now, nodes = time.time(), live_bench_nodes()
-                live = LiveAgents(nodes)
+                now, live = time.time(), LiveAgents(live_bench_nodes())
                 for ref, task in list(pending.items()):
                     news = [phases[s.cell_id] for s in task.specs if s.cell_id in phases
                             and phases[s.cell_id][2] >= task.submitted]

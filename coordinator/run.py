@@ -11,7 +11,7 @@ from agent import spool
 from agent.paths import default_store_url
 from agent.pipeline import agent_id_for
 from agent.probe import ProfileError, probe, profile_labels
-from agent.record import utc_now
+from agent.record import ResultRecord, utc_now
 from agent.store import StoreError, manifest_key, open_store, result_key
 from coordinator.records import stored_records
 from coordinator.errors import EXIT_CELLS_FAILED, EXIT_OK, UserError
@@ -90,15 +90,19 @@ def unmatched_listing(cells: dict[str, PlannedCell], unmatched: dict[str, dict[s
     return tabulate(rows, headers=["cell", "params", "why this agent does not match"], tablefmt="simple")
 
 
-def record_outcome(store, run_id: str, cell: PlannedCell, outcome) -> None:
-    """A cell the agents could not finish (lost, canceled) still gets a record saying so."""
-    record = {"schema_version": 1, "origin": "measured", "run_id": run_id,
-              "matrix": {"name": cell.matrix.name, "hash": cell.matrix_hash}, "cell_id": cell.cell_id,
-              "agent_id": "coordinator", "params": cell.params, "status": outcome.status, "error": outcome.error,
-              "hardware_class": outcome.hw_class,
-              "timestamps": {"finished": utc_now()}, "metrics": {}, "bench_rows": [], "sweep_rows": []}
-    store.put(result_key(run_id, cell.cell_id, f"coordinator-{outcome.hw_class}"), json.dumps(record, indent=1).encode(),
-              on_clash="replace")
+def record_outcomes(store, run_id: str, cells: dict[str, PlannedCell], outcomes) -> None:
+    """Cells the agents could not finish (lost, canceled) still get a record saying so."""
+    for outcome in outcomes:
+        if outcome.status not in ("lost", "canceled"):
+            continue
+        cell = cells[outcome.cell_id]
+        agent_id = f"coordinator-{outcome.hw_class}"
+        record = ResultRecord(run_id=run_id, matrix={"name": cell.matrix.name, "hash": cell.matrix_hash},
+                              cell_id=cell.cell_id, agent_id=agent_id, params=cell.params, status=outcome.status,
+                              error=outcome.error, hardware_class=outcome.hw_class,
+                              timestamps={"finished": utc_now()})
+        store.put(result_key(run_id, cell.cell_id, agent_id), record.model_dump_json(indent=1).encode(),
+                  on_clash="replace")
 
 
 def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool,
@@ -118,8 +122,16 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
         agents = cluster_agents()
     else:
         agents = local_agents()
+    run_id = run_id or plan.default_run_id
+    if fresh:
+        run_id = f"{run_id}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    spool.flush()                      # records a killed earlier run left behind
+    records = stored_records(store, run_id)
+    ok = [r for recs in records.values() for r in recs if r.get("status") == "ok"]
+    done = {(r["cell_id"], r.get("hardware_class")) for r in ok} | {(r["cell_id"], f"host:{r['agent_id']}") for r in ok}
+    axis = next(iter(plan.baseline or {"ref": None}))
+    placements, unmatched_why = place(plan.cells, agents, axis, done)
     cells = {c.cell_id: c for c in plan.cells}
-    _, unmatched_why = place(plan.cells, agents)
     unmatched = [(cells[cid], why) for cid, why in unmatched_why.items()]
     matched = [c for c in plan.cells if c.cell_id not in unmatched_why]
     if unmatched and not skip_unmatched:
@@ -127,16 +139,6 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
         raise UserError(f"{len(unmatched)} of {len(plan.cells)} cells match no "
                         + ("enrolled agent" if address else "agent (this machine)")
                         + "; use --skip-unmatched to run the rest")
-    run_id = run_id or plan.default_run_id
-    if fresh:
-        run_id = f"{run_id}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
-
-    spool.flush()                      # records a killed earlier run left behind
-    records = stored_records(store, run_id)
-    ok = [r for recs in records.values() for r in recs if r.get("status") == "ok"]
-    done = {(r["cell_id"], r.get("hardware_class")) for r in ok} | {(r["cell_id"], f"host:{r['agent_id']}") for r in ok}
-    axis = next(iter(plan.baseline or {"ref": None}))
-    placements, _ = place(matched, agents, axis, done)
     n_todo = sum(len(p.cells) for p in placements)
     n_done = len({(r["cell_id"], r.get("hardware_class")) for r in ok})
     print(f"run {run_id}: {len(plan.cells)} cells, {n_done} results already recorded, {n_todo} to run on "
@@ -156,14 +158,10 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
         try:
             outcomes = dispatch(tasks, labels, already_done=n_done, total=n_done + n_todo)
         except Interrupted as stop:
-            for outcome in stop.outcomes:
-                if outcome.status in ("lost", "canceled"):
-                    record_outcome(store, run_id, cells[outcome.cell_id], outcome)
+            record_outcomes(store, run_id, cells, stop.outcomes)
             write_manifest(store, plan, run_id, stored_records(store, run_id), "canceled")
             raise
-        for outcome in outcomes:
-            if outcome.status in ("lost", "canceled"):
-                record_outcome(store, run_id, cells[outcome.cell_id], outcome)
+        record_outcomes(store, run_id, cells, outcomes)
         records = stored_records(store, run_id)
     write_manifest(store, plan, run_id, records, "complete")
     return plan, run_id, records, matched, unmatched
