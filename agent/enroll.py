@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 
 from agent import spool
@@ -28,6 +29,17 @@ def check_address(address: str) -> str:
     if not ADDRESS.match(address):
         raise EnrollError(f"--address must be HOST:PORT, got {address!r}")
     return address
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, in one line, when nothing listens at HOST:PORT (Ray itself would retry
+    for most of a minute, printing its own warnings)."""
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise EnrollError(f"no Ray head answers at {address} ({exc.strerror or exc}): is `hwmatrix cluster up` "
+                          "running there, and the port open?") from None
 
 
 def join_argv(address: str, labels: dict[str, str], block: bool, num_cpus: int | None = None) -> list[str]:
@@ -59,6 +71,7 @@ def join(address: str, token_file: str | None = None, block: bool = False) -> in
     except TokenError as exc:
         raise EnrollError(str(exc)) from None
     check_address(address)
+    check_reachable(address)
     profile = probe()
     labels = profile_labels(profile)
     delivered, errors = spool.flush()

@@ -17,7 +17,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from agent.auth import TokenError, token_env
-from agent.enroll import EnrollError, check_address, explain_failure, ray_start
+from agent.enroll import EnrollError, check_address, check_reachable, explain_failure, ray_start
 from agent.paths import default_token_path
 from agent.worker import BENCH_RESOURCE
 from coordinator.errors import EXIT_OK, UserError
@@ -75,6 +75,7 @@ def connect(address: str, token_file: str | None) -> None:
     try:
         token_env(token_file)
         check_address(address)
+        check_reachable(address)
     except (TokenError, EnrollError) as exc:
         raise UserError(str(exc)) from None
     try:

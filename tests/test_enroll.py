@@ -83,3 +83,15 @@ def test_joining_without_a_token_file_says_where_to_get_one(head, tmp_path):
     result = hwmatrix("agent", "join", "--address", head["address"], "--token-file", str(tmp_path / "none"))
     assert result.returncode == 2
     assert "no Ray auth token" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_address_where_no_head_listens_is_one_clear_line_for_agents_and_join(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("ab" * 32)
+    closed = f"127.0.0.1:{_free_port()}"
+    for args in (("agents", "--address", closed), ("agent", "join", "--address", closed)):
+        result = hwmatrix(*args, "--token-file", str(token), timeout=60)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"hwmatrix: no Ray head answers at {closed} (Connection refused): is `hwmatrix cluster up` "
+            "running there, and the port open?"]
