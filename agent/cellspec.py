@@ -103,6 +103,9 @@ class CellSpec(_Strict):
     hygiene: Hygiene = Field(default_factory=Hygiene)
     timeout_s: float = 1800.0
     store_url: str
+    # a stored ok record with other content at this cell's key: refuse (and keep it
+    # spooled), overwrite, or store beside it
+    on_clash: Literal["reject", "replace", "keep-both"] = "reject"
     # Every target the cells sharing this build need, so the build is configured and
     # compiled once; empty means just what this cell needs.
     build_targets: list[str] = Field(default_factory=list)

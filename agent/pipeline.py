@@ -24,8 +24,8 @@ from agent.probe import probe
 from agent.record import ResultRecord, ci_half_width_pct, process_means, utc_now
 from agent.runner import engine_env, run_process
 from agent.sources import SourceError, resolve
-from agent.spool import deliver, spool_record
-from agent.store import StoreError, log_key, open_store, recorded_by_another
+from agent.spool import SPOOLED_NOTE, Granter, deliver, spool_record
+from agent.store import StoreError, log_key, open_store, recorded_ok, result_key
 
 Reporter = Callable[[str, str, str], None]     # (cell id, phase, detail)
 PhaseReporter = Callable[[str, str], None]     # (phase, detail) of one cell
@@ -74,12 +74,15 @@ def run_cell(spec: CellSpec, report: Reporter | None = None) -> ResultRecord:
     return run_cells([spec], report)[0]
 
 
-def run_cells(specs: list[CellSpec], report: Reporter | None = None) -> list[ResultRecord]:
+def run_cells(specs: list[CellSpec], report: Reporter | None = None, grant: Granter | None = None
+              ) -> list[ResultRecord]:
     """Run an A/B group of cells interleaved at the process level; store and return their
-    records (in the order given)."""
+    records (in the order given). ``grant`` uploads through the coordinator's presigned
+    URLs instead of straight to the store."""
     report = report or (lambda cell_id, phase, detail: None)
     profile = probe()
-    specs = [s for s in specs if _elsewhere(s, profile.hardware_class, agent_id_for(profile.hostname)) is None]
+    me = agent_id_for(profile.hostname)
+    specs = [s for s in specs if _recorded(s, profile.hardware_class, me, grant) is None]
     cells = [_start(spec, profile) for spec in specs]
     for step in (_prepare, _warm_up):
         for cell in cells:
@@ -93,17 +96,21 @@ def run_cells(specs: list[CellSpec], report: Reporter | None = None) -> list[Res
         rounds += 1
         if _group_finished(cells):
             break
-    return [_finish(cell, lambda phase, detail: report(cell.spec.cell_id, phase, detail)) for cell in cells]
+    return [_finish(cell, lambda phase, detail: report(cell.spec.cell_id, phase, detail), grant) for cell in cells]
 
 
-def _elsewhere(spec: CellSpec, hw_class: str, agent_id: str) -> str | None:
-    """Another agent of this class that already recorded ``spec`` (one result per class)."""
-    if not spec.one_per_class:
-        return None
+def _recorded(spec: CellSpec, hw_class: str, agent_id: str, grant: Granter | None) -> str | None:
+    """Who already has an ok record of ``spec``: this agent, or (one result per class)
+    another agent of its class. With grants the coordinator looks, this agent cannot."""
     try:
-        return recorded_by_another(open_store(spec.store_url), spec.run_id, spec.cell_id, hw_class, agent_id)
-    except (StoreError, OSError):
-        return None          # can't tell: measure; the store keeps both rather than lose one
+        if grant is not None:
+            ask = {"kind": "recorded", "key": result_key(spec.run_id, spec.cell_id, agent_id), "hw_class": hw_class,
+                   "others": spec.one_per_class, "sha256": "", "size": 0}
+            return grant([ask])[0].get("recorded_by")
+        return recorded_ok(open_store(spec.store_url), spec.run_id, spec.cell_id, hw_class, agent_id,
+                           spec.one_per_class)
+    except Exception:  # noqa: BLE001 - can't tell: measure; a clash later keeps the new record spooled
+        return None
 
 
 def _start(spec: CellSpec, profile) -> _Cell:
@@ -259,7 +266,7 @@ def _group_finished(cells: list[_Cell]) -> bool:
     return not active
 
 
-def _finish(cell: _Cell, report: PhaseReporter) -> ResultRecord:
+def _finish(cell: _Cell, report: PhaseReporter, grant: Granter | None = None) -> ResultRecord:
     """Metrics and repetition facts, then spool and deliver the record with its logs."""
     spec, record, rep = cell.spec, cell.record, cell.spec.repetitions
     metrics_now = engines.metrics_from(spec.tool, cell.outputs) if cell.outputs else {}
@@ -275,17 +282,17 @@ def _finish(cell: _Cell, report: PhaseReporter) -> ResultRecord:
             record.status, record.error = "parse_error", "the tool's output held no pp or tg result"
     record.timestamps["finished"] = utc_now()
     record.logs = {name: log_key(spec.run_id, spec.cell_id, record.agent_id, name) for name in cell.logs}
-    other = _elsewhere(spec, record.hardware_class, record.agent_id) if record.status == "ok" else None
+    other = _recorded(spec, record.hardware_class, record.agent_id, grant) if record.status == "ok" else None
     if other:
         record.error = f"superseded: {other} recorded this cell for the class first; not stored"
         shutil.rmtree(cell.work, ignore_errors=True)
         return record
     report("upload", spec.cell_id)
-    entry = spool_record(spec.store_url, record.model_dump(mode="json"), cell.logs)
+    entry = spool_record(spec.store_url, record.model_dump(mode="json"), cell.logs, spec.on_clash)
     try:
-        deliver(entry)
+        deliver(entry, grant)
     except Exception as exc:  # noqa: BLE001 - stays spooled; `flush` delivers it later
-        record.error = (record.error or "") + f" [spooled, not yet stored: {exc}]"
+        record.error = (record.error or "") + f" [{SPOOLED_NOTE}: {exc}]"
     shutil.rmtree(cell.work, ignore_errors=True)
     return record
 

@@ -1,17 +1,32 @@
 """Local spool: a record and its logs are written here first and leave only once stored.
 
-A store that is down, or an agent killed mid-upload, costs time, never data: whatever is
-in the spool is delivered by the next ``deliver`` or ``flush``.
+A store that is down, or an agent killed mid-upload, costs time, never data: an entry is
+removed only after the store acknowledged the record, and whatever is in the spool is
+delivered by the next ``deliver`` or ``flush`` (the agent does one before each task).
+
+Two ways out: straight to the store (file://, or s3:// with credentials on this machine),
+or through presigned URLs the coordinator grants for exactly this entry's keys (an agent
+without credentials). Either way the record goes last, so a stored record never points at
+missing logs.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import time
 from pathlib import Path
+from typing import Callable
 
 from agent.paths import cache_dir
-from agent.store import Clash, log_key, open_store, result_key
+from agent.store import Clash, ClashPolicy, log_key, open_store, result_key
+
+SPOOLED_NOTE = "spooled, not yet stored"
+CLASH_MARK = "clash"            # an entry the store refused under `reject`: kept, not retried blindly
+RETRY_DELAYS_S = (1, 2, 4, 8, 15)   # within one delivery; longer outages wait for the next flush
+
+# items: [{"key", "sha256", "size", "kind": "log"|"record"}] -> one answer per item, see upload.py
+Granter = Callable[[list[dict]], list[dict]]
 
 
 def spool_root() -> Path:
@@ -23,7 +38,7 @@ def spool_root() -> Path:
     return cache_dir("spool")
 
 
-def spool_record(store_url: str, record: dict, logs: dict[str, Path]) -> Path:
+def spool_record(store_url: str, record: dict, logs: dict[str, Path], on_clash: ClashPolicy = "reject") -> Path:
     """Write the record (last, atomically) and copies of its logs into a spool entry."""
     entry = spool_root() / record["run_id"] / record["cell_id"] / record["agent_id"]
     entry.mkdir(parents=True, exist_ok=True)
@@ -31,47 +46,110 @@ def spool_record(store_url: str, record: dict, logs: dict[str, Path]) -> Path:
         if path and Path(path).is_file():
             shutil.copyfile(path, entry / name)
     (entry / "store_url").write_text(store_url)
+    (entry / "on_clash").write_text(on_clash)
+    (entry / CLASH_MARK).unlink(missing_ok=True)
     tmp = entry / ".record.json.tmp"
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     os.replace(tmp, entry / "record.json")
     return entry
 
 
-def _upload(entry: Path) -> str:
-    record = json.loads((entry / "record.json").read_text())
-    store = open_store((entry / "store_url").read_text())
+def _meta(entry: Path) -> tuple[dict, str, ClashPolicy]:
+    policy = (entry / "on_clash").read_text().strip() if (entry / "on_clash").exists() else "reject"
+    return json.loads((entry / "record.json").read_text()), (entry / "store_url").read_text().strip(), policy
+
+
+def _logs(entry: Path) -> list[Path]:
+    return [p for p in sorted(entry.iterdir())
+            if p.name not in ("record.json", "store_url", "on_clash", CLASH_MARK) and not p.name.startswith(".")]
+
+
+def _record_bytes(record: dict) -> bytes:
+    return json.dumps(record, indent=1, sort_keys=True).encode()
+
+
+def _put_direct(entry: Path, policy: ClashPolicy | None) -> str:
+    record, store_url, entry_policy = _meta(entry)
+    policy = policy or entry_policy
+    store = open_store(store_url)
     run_id, cell_id, agent_id = record["run_id"], record["cell_id"], record["agent_id"]
-    for log in sorted(entry.iterdir()):
-        if log.name not in ("record.json", "store_url") and not log.name.startswith("."):
-            store.put(log_key(run_id, cell_id, agent_id, log.name), log.read_bytes(), on_clash="replace")
-    key = result_key(run_id, cell_id, agent_id)
-    data = json.dumps(record, indent=1, sort_keys=True).encode()
+    for log in _logs(entry):
+        store.put_file(log_key(run_id, cell_id, agent_id, log.name), log, on_clash="replace")
+    key, data = result_key(run_id, cell_id, agent_id), _record_bytes(record)
     try:
-        written = store.put(key, data, on_clash="reject")
+        return store.put(key, data, on_clash="reject")
     except Clash:
-        # A failed earlier attempt may be replaced; a good measurement is never dropped.
         previous = store.get_json(key)
-        policy = "replace" if previous.get("status") != "ok" else "keep-both"
-        written = store.put(key, data, on_clash=policy)
-    shutil.rmtree(entry)
-    return written
+        if previous.get("status") != "ok":
+            return store.put(key, data, on_clash="replace")   # a later attempt supersedes a failure
+        if policy == "reject":
+            raise
+        return store.put(key, data, on_clash=policy)
 
 
-def deliver(entry: Path) -> str:
-    """Upload one spool entry (logs first, then the record) and remove it; returns the key."""
-    return _upload(entry)
+def _put_granted(entry: Path, grant: Granter) -> str:
+    from agent.upload import send_granted
+
+    record, _, _ = _meta(entry)
+    run_id, cell_id, agent_id = record["run_id"], record["cell_id"], record["agent_id"]
+    logs = [(log_key(run_id, cell_id, agent_id, p.name), p.read_bytes(), "log") for p in _logs(entry)]
+    items = logs + [(result_key(run_id, cell_id, agent_id), _record_bytes(record), "record")]
+    return send_granted(items, grant)
+
+
+def deliver(entry: Path, grant: Granter | None = None, policy: ClashPolicy | None = None,
+            delays: tuple[float, ...] = RETRY_DELAYS_S) -> str:
+    """Upload one spool entry (logs first, then the record), retrying with backoff while the
+    store is unreachable, and remove it once stored; returns the record's key. A clash the
+    policy rejects marks the entry and raises ``Clash``; the entry stays."""
+    for attempt, delay in enumerate((*delays, None)):
+        try:
+            key = _put_granted(entry, grant) if grant else _put_direct(entry, policy)
+            shutil.rmtree(entry)
+            return key
+        except Clash as exc:
+            (entry / CLASH_MARK).write_text(str(exc))
+            raise
+        except Exception:  # noqa: BLE001 - endpoint down, timeout, 5xx: wait and try again
+            if delay is None:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def spooled_record(run_id: str, cell_id: str, agent_id: str) -> dict | None:
+    """The record of this cell that waits in this machine's spool, if any."""
+    try:
+        return json.loads((spool_root() / run_id / cell_id / agent_id / "record.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_spooled(record: dict) -> bool:
+    """Whether this record still waits in this machine's spool."""
+    return (spool_root() / record["run_id"] / record["cell_id"] / record["agent_id"] / "record.json").exists()
 
 
 def pending() -> list[Path]:
     return sorted(p.parent for p in spool_root().glob("*/*/*/record.json"))
 
 
-def flush() -> tuple[list[str], list[str]]:
-    """Deliver everything spooled; (delivered keys, errors) - errors leave entries in place."""
+def flush(grant: Granter | None = None, policy: ClashPolicy | None = None, *, run_id: str | None = None,
+          store_url: str | None = None, delays: tuple[float, ...] = ()) -> tuple[list[str], list[str]]:
+    """Deliver everything spooled (only one run's or one store's entries when asked); entries
+    marked as a clash wait for an explicit policy. Returns (delivered keys, errors); errors
+    leave their entries in place."""
     delivered, errors = [], []
     for entry in pending():
+        if run_id and entry.parent.parent.name != run_id:
+            continue
         try:
-            delivered.append(_upload(entry))
+            if store_url and _meta(entry)[1] != store_url:
+                continue
+            if (entry / CLASH_MARK).exists() and policy is None:
+                errors.append(f"{entry}: {(entry / CLASH_MARK).read_text()} (give a clash policy to deliver it)")
+                continue
+            delivered.append(deliver(entry, grant, policy, delays))
         except Exception as exc:  # noqa: BLE001 - any store failure keeps the entry spooled
             errors.append(f"{entry}: {exc}")
     return delivered, errors

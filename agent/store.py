@@ -1,4 +1,4 @@
-"""The store: one key layout, several backends (file:// here), conditional writes.
+"""The store: one key layout, two backends (file:// here, s3:// in s3store), conditional writes.
 
     <prefix>/runs/<run_id>/manifest.json
     <prefix>/runs/<run_id>/results/<cell_id>/<agent_id>.json
@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -48,18 +50,20 @@ def log_key(run_id: str, cell_id: str, agent_id: str, name: str) -> str:
     return f"runs/{_part(run_id)}/logs/{_part(cell_id)}/{_part(agent_id)}/{_part(name)}"
 
 
-def recorded_by_another(store, run_id: str, cell_id: str, hw_class: str, agent_id: str) -> str | None:
-    """The agent that already has an ok record of this cell for this hardware class, if
-    any: a retried or unfrozen agent then leaves the result alone (one result per class)."""
+def recorded_ok(store, run_id: str, cell_id: str, hw_class: str, agent_id: str, others: bool) -> str | None:
+    """The agent whose ok record of this cell is stored: this agent's own (a retried task
+    never measures a cell twice), or with ``others`` any agent of the same hardware class
+    (one result per class: a thawed agent leaves the cell alone)."""
     prefix = f"runs/{_part(run_id)}/results/{_part(cell_id)}/"
-    for key in store.list(prefix):
-        if key.endswith(f"/{_part(agent_id)}.json") or not key.endswith(".json"):
+    own = f"{prefix}{_part(agent_id)}.json"
+    for key in sorted(store.list(prefix), key=lambda k: k != own):
+        if not key.endswith(".json") or (key != own and not others):
             continue
         try:
             rec = store.get_json(key)
         except (KeyError, ValueError):
             continue
-        if rec.get("status") == "ok" and rec.get("hardware_class") == hw_class:
+        if rec.get("status") == "ok" and (key == own or rec.get("hardware_class") == hw_class):
             return rec.get("agent_id")
     return None
 
@@ -125,18 +129,58 @@ class FileStore:
         if not base.is_dir():
             return []
         return sorted(str(p.relative_to(self.root)).replace(os.sep, "/")
-                      for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
+                      for p in base.rglob("*") if p.is_file() and not p.name.startswith((".tmp-", ".lock-")))
 
     def get_json(self, key: str) -> dict:
         return json.loads(self.get(key))
 
+    def run_ids(self) -> list[str]:
+        runs = self.root / "runs"
+        return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+    def put_file(self, key: str, path: Path, on_clash: ClashPolicy = "replace") -> str:
+        return self.put(key, Path(path).read_bytes(), on_clash)
+
+    def list_versions(self, prefix: str) -> dict[str, str]:
+        """key -> a version tag that changes whenever the object does (size and mtime here)."""
+        out = {}
+        for key in self.list(prefix):
+            st = self._path(key).stat()
+            out[key] = f"{st.st_size}-{st.st_mtime_ns}"
+        return out
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """Content and a tag of this version, for a compare-and-swap with ``put_if``."""
+        data = self.get(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """Write only if the object is still the version read (or still absent when
+        ``version`` is None); False when another writer came first. A lock file serializes
+        the check and the swap between processes."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(".lock-" + path.name), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                return False
+            self.put(key, data, on_clash="replace")
+            return True
+
 
 def open_store(url: str):
-    """A store from its URL: ``file:///abs/dir``, ``file://rel/dir`` or a plain path."""
+    """A store from its URL: ``file:///abs/dir``, ``file://rel/dir``, a plain path, or
+    ``s3://bucket/prefix`` (endpoint from AWS_ENDPOINT_URL, credentials from boto3's chain)."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.netloc + parsed.path) if parsed.scheme else url
         return FileStore(Path(path).expanduser())
     if parsed.scheme == "s3":
-        raise StoreError("s3:// stores are not available yet in this version; use file://DIR")
-    raise StoreError(f"unknown store URL scheme {parsed.scheme!r} in {url!r} (use file://DIR)")
+        from agent.s3store import S3Store
+
+        return S3Store(parsed.netloc, parsed.path)
+    raise StoreError(f"unknown store URL scheme {parsed.scheme!r} in {url!r} (use file://DIR or s3://BUCKET/PREFIX)")

@@ -1,15 +1,49 @@
 """The `hwmatrix` command line: probe, plan, run, compare, report, import, cluster, agents.
 
 Exit codes: 0 success; 1 the run finished but some cells did not measure (their records
-say why); 2 bad input (a malformed matrix, unmatched cells, a bad option) - always with a
-one-line message, never a traceback.
+say why); 2 bad input (a malformed matrix, unmatched cells, a bad option); 3 the store could
+not be read or written (down, refused, no credentials) - always with a one-line message,
+never a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from agent.store import StoreError
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+
+EXIT_STORE = 3
+
+
+STORE_HELP = ("file://DIR or s3://BUCKET/PREFIX (default: $HWMATRIX_STORE or ~/.local/share/hwmatrix/store); "
+              "S3 credentials come from boto3's usual chain, never from a matrix")
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", default=None, help=STORE_HELP)
+    parser.add_argument("--endpoint-url", default=None,
+                        help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
+
+
+def _store_url(args) -> str:
+    """The store URL the user asked for; --endpoint-url goes where boto3 looks for it."""
+    import os
+
+    from agent.paths import default_store_url
+
+    if getattr(args, "endpoint_url", None):
+        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
+    return args.store or default_store_url()
+
+
+def _open_store(args):
+    from agent.store import StoreError, open_store
+
+    try:
+        return open_store(_store_url(args))
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
 
 
 def cmd_probe(args) -> int:
@@ -52,8 +86,9 @@ def cmd_run(args) -> int:
         _use_token(args)
     from coordinator.run import run_matrix
 
-    return run_matrix(args.file, store_url=args.store, run_id=args.run_id, fresh=args.fresh,
-                      skip_unmatched=args.skip_unmatched, address=args.address, token_file=args.token_file)
+    return run_matrix(args.file, store_url=_store_url(args), run_id=args.run_id, fresh=args.fresh,
+                      skip_unmatched=args.skip_unmatched, address=args.address, token_file=args.token_file,
+                      on_clash=args.on_clash)
 
 
 def cmd_cluster(args) -> int:
@@ -88,18 +123,13 @@ def _axis_value(text: str) -> dict:
 
 
 def cmd_compare(args) -> int:
-    from agent.paths import default_store_url
-    from agent.store import StoreError, open_store
     from coordinator.compare import comparisons, render_comparisons
     from coordinator.records import load_records
     from coordinator.stats import Settings
 
     if list(args.baseline) != list(args.candidate):
         raise UserError("--baseline and --candidate must name the same axis")
-    try:
-        store = open_store(args.store or default_store_url())
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
+    store = _open_store(args)
     records = load_records(store, args.run)
     if not records:
         raise UserError(f"no records in {store.url}" + (f" for run {args.run}" if args.run else ""))
@@ -115,11 +145,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from agent.paths import default_store_url
     from coordinator.importers import ImportFailed, import_file
 
     try:
-        run_id, keys = import_file(args.file, args.label, args.engine, args.store or default_store_url(), args.run_id)
+        run_id, keys = import_file(args.file, args.label, args.engine, _store_url(args), args.run_id)
     except ImportFailed as exc:
         raise UserError(str(exc)) from None
     print(f"imported {len(keys)} records from {args.file} as {args.label!r} into run {run_id}")
@@ -127,8 +156,6 @@ def cmd_import(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from agent.paths import default_store_url
-    from agent.store import StoreError, open_store
     from coordinator.compare import comparisons
     from coordinator.records import load_records
     from coordinator.reports import render
@@ -137,13 +164,10 @@ def cmd_report(args) -> int:
     fmt = "sqlite" if args.export == "sqlite" else args.format
     if fmt == "sqlite" and not args.out:
         raise UserError("--export sqlite needs --out FILE")
-    try:
-        store = open_store(args.store or default_store_url())
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
-    records = [r for run in (args.run or [None]) for r in load_records(store, run)]
-    if args.matrix:
-        records = [r for r in records if r.get("matrix", {}).get("name") == args.matrix]
+    store = _open_store(args)
+    filters = {"matrix": args.matrix, "ref": args.ref, "hw_class": args.hw_class, "since": args.since,
+               "until": args.until}
+    records = [r for run in (args.run or [None]) for r in load_records(store, run, **filters)]
     if not records:
         raise UserError(f"no records in {store.url} for that selection")
     settings = Settings(correction=args.correction)
@@ -158,6 +182,22 @@ def cmd_report(args) -> int:
     else:
         print(out)
     return EXIT_OK
+
+
+def cmd_agent_flush(args) -> int:
+    """Deliver this machine's spooled records with its own credentials (file:// or s3://)."""
+    from agent import spool
+
+    if args.endpoint_url:
+        import os
+
+        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
+    waiting = spool.pending()
+    delivered, errors = spool.flush(policy=args.on_clash, delays=(1, 2, 4))
+    print(f"{len(delivered)} of {len(waiting)} spooled record(s) delivered")
+    for error in errors:
+        print(f"  still spooled: {error}", file=sys.stderr)
+    return EXIT_OK if not errors else 1
 
 
 def cmd_selftest(args) -> int:
@@ -182,8 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a matrix on this machine (embedded Ray) and print the table")
     run.add_argument("file")
-    run.add_argument("--store", default=None,
-                     help="file://DIR (default: $HWMATRIX_STORE or ~/.local/share/hwmatrix/store)")
+    _store_options(run)
+    run.add_argument("--on-clash", choices=["reject", "replace", "keep-both"], default="reject",
+                     help="a stored ok record with other content at a cell's key: refuse and keep the new one "
+                          "spooled (default), overwrite it, or store both")
     run.add_argument("--run-id", default=None, help="name the run (default: derived from the matrix)")
     run.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
     run.add_argument("--skip-unmatched", action="store_true",
@@ -211,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--token-file", default=None, help="the head's token file, copied here")
     join.add_argument("--block", action="store_true", help="stay in the foreground (systemd)")
     join.set_defaults(func=cmd_agent_join)
+    flush = agent_sub.add_parser("flush", help="deliver the records spooled on this machine")
+    flush.add_argument("--endpoint-url", default=None, help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
+    flush.add_argument("--on-clash", choices=["reject", "replace", "keep-both"], default=None,
+                       help="deliver records the store refused as a clash, with this policy")
+    flush.set_defaults(func=cmd_agent_flush)
 
     agents = sub.add_parser("agents", help="enrolled agents by hardware class: idle, busy or lost")
     agents.add_argument("--address", required=True)
@@ -221,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--baseline", required=True, type=_axis_value, help="AXIS=VALUE, e.g. ref=pr517")
     compare.add_argument("--candidate", required=True, type=_axis_value, help="AXIS=VALUE, e.g. ref=pr518")
     compare.add_argument("--run", default=None, help="only this run id (default: every run in the store)")
-    compare.add_argument("--store", default=None, help="file://DIR (default: $HWMATRIX_STORE or the default store)")
+    _store_options(compare)
     compare.add_argument("--min-effect", type=float, default=0.02, help="smallest change called slower/faster")
     compare.add_argument("--test", choices=["auto", "welch", "mann-whitney"], default="auto")
     compare.add_argument("--correction", choices=["holm", "bh"], default="holm")
@@ -231,14 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--as", dest="label", required=True, help='what it ran on, e.g. "TR 3955WX 2x3090+A4500"')
     imp.add_argument("--engine", choices=["llama.cpp", "ik_llama.cpp"], default=None)
-    imp.add_argument("--store", default=None)
+    _store_options(imp)
     imp.add_argument("--run-id", default=None)
     imp.set_defaults(func=cmd_import)
 
     rep = sub.add_parser("report", help="markdown / csv / json / html report of stored records")
-    rep.add_argument("--store", default=None)
+    _store_options(rep)
     rep.add_argument("--run", action="append", help="run id (repeatable; default: every run in the store)")
     rep.add_argument("--matrix", default=None, help="only records of this matrix name")
+    rep.add_argument("--ref", default=None, help="only this ref (its name in the matrix, git ref or commit prefix)")
+    rep.add_argument("--class", dest="hw_class", default=None, help="only this hardware class")
+    rep.add_argument("--since", default=None, help="only records finished on or after this ISO date")
+    rep.add_argument("--until", default=None, help="only records finished on or before this ISO date")
     rep.add_argument("--format", choices=["md", "markdown", "csv", "json", "html"], default="md")
     rep.add_argument("--export", choices=["sqlite"], default=None,
                      help="write llama-bench's SQLite schema (llama_bench table) for compare-llama-bench.py")
@@ -264,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"hwmatrix: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StoreError as exc:
+        print(f"hwmatrix: store: {exc}", file=sys.stderr)
+        return EXIT_STORE
     except BrokenPipeError:
         return EXIT_OK
     except KeyboardInterrupt:

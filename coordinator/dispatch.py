@@ -23,13 +23,19 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agent.cellspec import CellSpec
-from agent.worker import BENCH_RESOURCE, benchmark_group
+from agent.worker import BENCH_RESOURCE, benchmark_group, drain_spool
 from coordinator.progress import ProgressBoard, RunProgress
+from coordinator.uploads import Granter, UploadDesk, serve_desk
 
 MAX_TRIES = 3
 BUILD_PHASES = ("checkout", "build", "quantize", "model")
 BUILD_STALE_S = float(os.environ.get("HWMATRIX_BUILD_STALE_S", 3600))
 STALE_MARGIN_S = float(os.environ.get("HWMATRIX_STALE_MARGIN_S", 60))     # start-up, parsing, upload
+SPOOL_WAIT_S = float(os.environ.get("HWMATRIX_SPOOL_WAIT_S", 600))         # a store down for minutes
+SPOOL_RETRY_S = 10.0
+# agents that upload through granted URLs run without the coordinator machine's AWS keys
+NO_STORE_CREDENTIALS = {"env_vars": {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "",
+                                     "AWS_EC2_METADATA_DISABLED": "true"}}
 
 
 @dataclass
@@ -107,7 +113,7 @@ class LiveAgents:
         return bool(self.by_class.get(task.hw_class, set()) - set(task.excluded))
 
 
-def _submit(task: Task, board, as_json: dict[int, str]):
+def _submit(task: Task, board, as_json: dict[int, str], desk=None):
     task.tries += 1
     task.submitted = time.time()
     payload = [as_json.setdefault(id(s), s.model_dump_json()) for s in task.specs]
@@ -115,15 +121,19 @@ def _submit(task: Task, board, as_json: dict[int, str]):
         options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(task.node_id, soft=False)}
     else:
         options = {"label_selector": task.selector()}
-    return benchmark_group.options(**options).remote(payload, board)
+    if desk is not None:
+        options["runtime_env"] = NO_STORE_CREDENTIALS
+    return benchmark_group.options(**options).remote(payload, board, desk)
 
 
 def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0,
-             total: int | None = None) -> list[Outcome]:
-    """Run every task; returns one Outcome per cell and task (ok, lost or canceled)."""
-    # the board lives beside the driver: on an agent it would freeze or die with that agent
+             total: int | None = None, granter: Granter | None = None) -> list[Outcome]:
+    """Run every task; returns one Outcome per cell and task (ok, lost or canceled). With a
+    ``granter`` the agents upload through presigned URLs the driver signs as they ask."""
+    # the board and desk live beside the driver: on an agent they would freeze or die with it
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     board = ProgressBoard.options(scheduling_strategy=here).remote()
+    desk = UploadDesk.options(scheduling_strategy=here).remote() if granter else None
     phases: dict = {}
     pending, outcomes, as_json = {}, [], {}     # a spec shared by several tasks is serialized once
     total = total if total is not None else sum(len(t.specs) for t in tasks)
@@ -136,7 +146,7 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
     def retry_or_lose(task: Task, why: str) -> None:
         if task.tries < MAX_TRIES and LiveAgents(live_bench_nodes()).can_run(task):
             progress.note(f"retrying {len(task.specs)} cell(s) on another agent of class {task.hw_class}: {why}")
-            pending[_submit(task, board, as_json)] = task
+            pending[_submit(task, board, as_json, desk)] = task
         else:
             give_up(task, "lost", f"{why}; tried {task.tries} time(s), no other agent of class {task.hw_class} left")
 
@@ -144,12 +154,14 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
         live = LiveAgents(live_bench_nodes())
         for task in tasks:
             if live.can_run(task):
-                pending[_submit(task, board, as_json)] = task
+                pending[_submit(task, board, as_json, desk)] = task
             else:
                 give_up(task, "lost", f"no live agent of class {task.hw_class}")
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                if desk is not None:
+                    _serve(desk, granter, progress)
                 try:
                     phases = ray.get(board.snapshot.remote(), timeout=5)
                 except Exception:  # noqa: BLE001 - progress is best effort: keep the last view
@@ -189,8 +201,54 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
                 ray.cancel(ref, force=True)
                 give_up(task, "canceled", "canceled by the user (Ctrl-C)")
             raise Interrupted(outcomes) from None
+        _drain(outcomes, desk, granter, progress)
     ray.kill(board)
+    if desk is not None:
+        ray.kill(desk)
     return outcomes
+
+
+def _drain(outcomes: list[Outcome], desk, granter: Granter | None, progress: RunProgress) -> None:
+    """Records left in agents' spools (the store was down) are delivered before the run
+    ends: ask those agents to flush, again every SPOOL_RETRY_S, up to SPOOL_WAIT_S. What is
+    still spooled then stays marked ``spooled_on`` (the manifest says where)."""
+    waiting = {o.record["spooled_node"]: o.record["run_id"] for o in outcomes if o.record and o.record.get("spooled_node")}
+    deadline = time.monotonic() + SPOOL_WAIT_S
+    while waiting and time.monotonic() < deadline:
+        options = {"runtime_env": NO_STORE_CREDENTIALS} if desk is not None else {}
+        refs = {drain_spool.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), **options)
+                .remote(run_id, desk): node for node, run_id in waiting.items()}
+        while True:
+            done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0.5)
+            if desk is not None:
+                _serve(desk, granter, progress)
+            if len(done) == len(refs):
+                break
+        for ref, node in refs.items():
+            try:
+                left = ray.get(ref)
+            except Exception:  # noqa: BLE001 - the agent is gone; its spool waits for its return
+                left = 0
+            if not left:
+                waiting.pop(node)
+        if waiting:
+            progress.note(f"records wait in {len(waiting)} agent spool(s): the store does not take them yet; "
+                          f"trying again in {SPOOL_RETRY_S:.0f} s (until {SPOOL_WAIT_S:.0f} s have passed)")
+            time.sleep(SPOOL_RETRY_S)
+    for outcome in outcomes:
+        if outcome.record and outcome.record.get("spooled_node") not in waiting:
+            outcome.record.pop("spooled_on", None)
+
+
+def _serve(desk, granter: Granter, progress: RunProgress) -> None:
+    """Answer the agents' upload requests; a store hiccup only delays them."""
+    seen = len(granter.clashes)
+    try:
+        serve_desk(desk, granter)
+    except Exception as exc:  # noqa: BLE001 - the agents retry; their records stay spooled meanwhile
+        progress.note(f"could not sign uploads just now: {exc}")
+    for clash in granter.clashes[seen:]:
+        progress.note(f"clash: {clash}")
 
 
 def _show(progress: RunProgress, pending: dict, phases: dict, labels_of: dict[str, str],

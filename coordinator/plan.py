@@ -90,17 +90,17 @@ class PlannedCell:
         return {self.settings["tool"]} | ({"llama-quantize"} if self.settings.get("quant") else set())
 
     def to_spec(self, run_id: str, store_url: str, build_targets: set[str] = frozenset(),
-                one_per_class: bool = True) -> spec_types.CellSpec:
+                one_per_class: bool = True, on_clash: str = "reject") -> spec_types.CellSpec:
         """The cell as an agent gets it (``one_per_class``: False for a `per: machine`
         placement). Specs are frozen, so a cell placed on several hardware classes builds
         its spec once."""
-        key = (run_id, store_url, frozenset(build_targets), one_per_class)
+        key = (run_id, store_url, frozenset(build_targets), one_per_class, on_clash)
         if key not in self._specs:
-            self._specs[key] = self._build_spec(run_id, store_url, build_targets, one_per_class)
+            self._specs[key] = self._build_spec(run_id, store_url, build_targets, one_per_class, on_clash)
         return self._specs[key]
 
     def _build_spec(self, run_id: str, store_url: str, build_targets: set[str],
-                    one_per_class: bool) -> spec_types.CellSpec:
+                    one_per_class: bool, on_clash: str) -> spec_types.CellSpec:
         m = self.matrix
         return spec_types.CellSpec(
             run_id=run_id, matrix_name=m.name, matrix_hash=self.matrix_hash, cell_id=self.cell_id,
@@ -113,7 +113,8 @@ class PlannedCell:
             repetitions=self._part(("repetitions",), lambda: spec_types.Repetitions(**m.repetitions.model_dump())),
             hygiene=self._part(("hygiene",), lambda: spec_types.Hygiene(**m.hygiene.model_dump())),
             timeout_s=float(m.timeout_s), store_url=store_url,
-            build_targets=sorted(build_targets | self.needed_targets()), one_per_class=one_per_class)
+            build_targets=sorted(build_targets | self.needed_targets()), one_per_class=one_per_class,
+            on_clash=on_clash)
 
     def _part(self, key: tuple, make):
         if key not in self.spec_parts:

@@ -20,12 +20,17 @@ from coordinator.plan import Plan, PlannedCell, build_targets, load_plan
 from coordinator.table import comparison_table
 
 
-def write_manifest(store, plan: Plan, run_id: str, records: dict[str, list[dict]], state: str) -> None:
+def write_manifest(store, plan: Plan, run_id: str, records: dict[str, list[dict]], state: str,
+                   spooled: dict[str, list[str]] | None = None) -> None:
+    """Which cells are recorded (with their statuses), missing, or spooled on which agents."""
+    spooled = spooled or {}
     manifest = {
         "run_id": run_id, "matrix": {"name": plan.name, "hash": plan.matrix_hash, "file": plan.path},
         "updated": utc_now(), "state": state,
         "cells": [{"cell_id": c.cell_id, "params": c.params,
-                   "status": sorted({r["status"] for r in records.get(c.cell_id, [])}) or ["missing"]}
+                   "state": "recorded" if records.get(c.cell_id) else "spooled" if spooled.get(c.cell_id) else "missing",
+                   "status": sorted({r["status"] for r in records.get(c.cell_id, [])}),
+                   "spooled_on": sorted(spooled.get(c.cell_id, []))}
                   for c in plan.cells],
     }
     store.put(manifest_key(run_id), json.dumps(manifest, indent=1).encode(), on_clash="replace")
@@ -37,11 +42,11 @@ def render_table(plan: Plan, records: dict[str, list[dict]], not_run: dict[str, 
 
 
 def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool,
-               address: str | None = None, token_file: str | None = None) -> int:
+               address: str | None = None, token_file: str | None = None, on_clash: str = "reject") -> int:
     """`hwmatrix run`: measure what is missing, then print the table; the exit code says
     whether every matched cell has an ok record."""
     plan, run_id, records, matched, unmatched = execute(path, store_url, run_id, fresh, skip_unmatched,
-                                                        address, token_file)
+                                                        address, token_file, on_clash)
     print(render_table(plan, records, {c.cell_id: "skipped: no agent matches" for c, _ in unmatched}))
     ok = [_all_classes_ok(records.get(c.cell_id, [])) for c in matched]
     return EXIT_OK if ok and all(ok) else EXIT_CELLS_FAILED
@@ -105,8 +110,17 @@ def record_outcomes(store, run_id: str, cells: dict[str, PlannedCell], outcomes)
                   on_clash="replace")
 
 
+def _spooled(outcomes) -> dict[str, list[str]]:
+    """cell_id -> agents whose record of it is still in their spool."""
+    spooled: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        if outcome.record and outcome.record.get("spooled_on"):
+            spooled.setdefault(outcome.cell_id, []).append(outcome.record["spooled_on"])
+    return spooled
+
+
 def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool,
-            address: str | None = None, token_file: str | None = None):
+            address: str | None = None, token_file: str | None = None, on_clash: str = "reject"):
     """Plan, skip what the store has, dispatch the rest; (plan, run_id, records, matched, unmatched)."""
     plan = load_plan(path)
     store_url = store_url or default_store_url()
@@ -151,17 +165,28 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
             print("starting the embedded Ray (this machine's profile as node labels)...", file=sys.stderr)
             start_local_ray(profile_labels(probe()))
         targets = build_targets(matched)
-        tasks = [Task(specs=[c.to_spec(run_id, store_url, targets[c.build_order], one_per_class=p.node_id is None)
-                             for c in p.cells],
+        tasks = [Task(specs=[c.to_spec(run_id, store_url, targets[c.build_order], one_per_class=p.node_id is None,
+                                       on_clash=on_clash) for c in p.cells],
                       hw_class=p.hw_class, node_id=p.node_id) for p in placements]
         labels = {c.cell_id: c.label for c in plan.cells}
+        granter = None
+        if store_url.startswith("s3://"):     # agents upload through URLs signed here; they hold no keys
+            from coordinator.uploads import Granter
+
+            granter = Granter(store, run_id, {c.cell_id for p in placements for c in p.cells}, on_clash)
         try:
-            outcomes = dispatch(tasks, labels, already_done=n_done, total=n_done + n_todo)
+            outcomes = dispatch(tasks, labels, already_done=n_done, total=n_done + n_todo, granter=granter)
         except Interrupted as stop:
             record_outcomes(store, run_id, cells, stop.outcomes)
-            write_manifest(store, plan, run_id, stored_records(store, run_id), "canceled")
+            write_manifest(store, plan, run_id, stored_records(store, run_id), "canceled", _spooled(stop.outcomes))
             raise
         record_outcomes(store, run_id, cells, outcomes)
         records = stored_records(store, run_id)
+        spooled = _spooled(outcomes)
+        if spooled:
+            print(f"{sum(map(len, spooled.values()))} record(s) wait in agents' spools (store unreachable or a "
+                  "clash); they are delivered by the agent's next task or `hwmatrix agent flush`", file=sys.stderr)
+        write_manifest(store, plan, run_id, records, "complete", spooled)
+        return plan, run_id, records, matched, unmatched
     write_manifest(store, plan, run_id, records, "complete")
     return plan, run_id, records, matched, unmatched

@@ -48,26 +48,50 @@ def main(root: str, token: str, agents_json: str) -> None:
         command = line.split()
         if not command or command[0] == "quit":
             break
-        if command[0] == "busy":
-            free = ray._private.state.available_resources_per_node()
-            say([h for h, n in nodes.items()
-                              if n.node_id in free and free[n.node_id].get("hwmatrix_bench", 0) < 1])
-        elif command[0] == "remove":
-            cluster.remove_node(nodes.pop(command[1]))
-            say("removed")
-        elif command[0] in ("freeze", "thaw"):
-            sig = signal.SIGSTOP if command[0] == "freeze" else signal.SIGCONT
-            for proc in _node_processes(nodes[command[1]]):
-                proc.send_signal(sig)
-            say(command[0])
-        elif command[0] == "killtask":
-            killed = [p.pid for host in command[1:] if host in nodes
-                      for p in _node_processes(nodes[host]) if "benchmark_group" in " ".join(_cmd(p))]
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)
-            say(killed)
+        try:
+            obey(command, cluster, nodes)
+        except Exception as exc:  # noqa: BLE001 - one failed command must not take the cluster down
+            say({"error": f"{type(exc).__name__}: {exc}"})
     ray.shutdown()
     cluster.shutdown()
+
+
+def obey(command: list[str], cluster, nodes: dict) -> None:
+    """One test command; every answer goes out through `say`."""
+    import ray
+
+    if command[0] == "busy":
+        free = ray._private.state.available_resources_per_node()
+        say([h for h, n in nodes.items()
+                          if n.node_id in free and free[n.node_id].get("hwmatrix_bench", 0) < 1])
+    elif command[0] == "remove":
+        cluster.remove_node(nodes.pop(command[1]))
+        say("removed")
+    elif command[0] in ("freeze", "thaw"):
+        sig = signal.SIGSTOP if command[0] == "freeze" else signal.SIGCONT
+        for _ in range(2):                     # twice: a process may have been forked mid-way
+            for proc in _node_processes(nodes[command[1]]):
+                _signal(proc, sig)
+        say(command[0])
+    elif command[0] == "killtask":
+        killed = [p.pid for host in command[1:] if host in nodes
+                  for p in _node_processes(nodes[host]) if "benchmark_group" in " ".join(_cmd(p))]
+        for pid in killed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        say(killed)
+
+
+def _signal(proc, sig) -> None:
+    """Signal a process that may have exited since it was listed."""
+    import psutil
+
+    try:
+        proc.send_signal(sig)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, ProcessLookupError):
+        pass
 
 
 def _cmd(proc) -> list[str]:

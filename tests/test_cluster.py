@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ class ClusterHelper:
         (root / "token").chmod(0o600)
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.cluster_helper", str(root), self.token,
                                       json.dumps(AGENTS)], cwd=REPO, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, start_new_session=True)
         info = self._answer()
         self.address, self.classes, self.start_s = info["address"], info["classes"], info["start_s"]
         print(f"\n3-agent test cluster started in {self.start_s} s")
@@ -74,12 +75,18 @@ class ClusterHelper:
         return self._answer()
 
     def close(self) -> None:
+        """Quit the helper; whatever of its cluster is left (a crash, a frozen node) is killed."""
         try:
             self.proc.stdin.write("quit\n")
             self.proc.stdin.flush()
             self.proc.wait(timeout=120)
         except Exception:  # noqa: BLE001 - the cluster must not outlive the tests
             self.proc.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -241,8 +248,6 @@ def test_a_killed_coordinator_resumes_without_redoing_finished_cells(cluster, tm
 
 
 def test_ctrl_c_cancels_every_cell_records_them_and_leaves_no_engine_running(cluster, tmp_path):
-    import signal
-
     store = tmp_path / "store"
     proc = _start_run(cluster, _matrix(tmp_path, "ctrlc", "zen4", quants=("Q8_0", "Q4_0"), reps=40), store)
     _wait_busy(cluster)

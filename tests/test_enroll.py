@@ -72,8 +72,10 @@ def test_an_agent_joins_with_the_token_and_is_listed_idle_under_its_class(head):
     try:
         listing = _wait_for(lambda: (r := hwmatrix("agents", "--address", head["address"], "--token-file",
                                                   str(head["token"]))).returncode == 0
-                            and "idle" in r.stdout and r.stdout)
-        assert listing, "the agent never showed up"
+                            and "idle" in r.stdout and r.stdout, seconds=180)
+        if not listing:
+            _stop(agent)
+            pytest.fail(f"the agent never showed up; it printed:\n{agent.stdout.read()[-3000:]}")
         assert f"class {probe().hardware_class}" in listing and probe().hostname in listing
     finally:
         _stop(agent)

@@ -64,14 +64,23 @@ def test_spooled_record_survives_a_store_outage_and_flush_delivers_it(tmp_path, 
     assert spool.pending() == []
 
 
-def test_a_failed_record_is_replaced_by_a_later_good_one_and_a_good_one_is_never_dropped(tmp_path, monkeypatch):
+def test_a_failed_record_is_replaced_by_a_later_good_one_and_a_clash_stays_spooled_until_a_policy_says(
+        tmp_path, monkeypatch):
     monkeypatch.setenv("HWMATRIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HWMATRIX_SPOOL", raising=False)
     url = (tmp_path / "store").as_uri()
     base = {"run_id": "r", "cell_id": "c", "agent_id": "a"}
     spool.deliver(spool.spool_record(url, {**base, "status": "timeout"}, {}))
     spool.deliver(spool.spool_record(url, {**base, "status": "ok", "n": 1}, {}))
     store = open_store(url)
     assert store.get_json("runs/r/results/c/a.json")["status"] == "ok"
-    spool.deliver(spool.spool_record(url, {**base, "status": "ok", "n": 2}, {}))
+    with pytest.raises(Clash):                 # default policy: reject, and keep the new one
+        spool.deliver(spool.spool_record(url, {**base, "status": "ok", "n": 2}, {}))
+    assert [store.get_json(k)["n"] for k in store.list("runs/r/results/")] == [1]
+    assert len(spool.pending()) == 1
+    delivered, errors = spool.flush()          # a marked clash waits for an explicit policy
+    assert not delivered and "clash policy" in errors[0]
+    delivered, errors = spool.flush(policy="keep-both")
+    assert delivered == ["runs/r/results/c/a.1.json"] and not errors and not spool.pending()
     kept = [store.get_json(k)["n"] for k in store.list("runs/r/results/")]
     assert sorted(kept) == [1, 2]
