@@ -8,6 +8,7 @@ endpoint from ``--endpoint-url`` or ``AWS_ENDPOINT_URL``. Nothing here writes th
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -23,19 +24,29 @@ def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
-def s3_client(endpoint_url: str | None = None, *, connect_timeout: float = 5, attempts: int = 3):
-    """A boto3 client: path-style addressing (works with every S3-compatible server), SigV4,
-    and a few quick retries - long outages are the spool's job, not the client's."""
+def s3_client(endpoint_url: str | None = None):
+    """A boto3 client for the endpoint and the credentials in the environment now; clients
+    are reused, since building one costs about a quarter second of botocore model parsing."""
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    identity = tuple(os.environ.get(name) for name in
+                     ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"))
+    return _client(endpoint, region, identity)
+
+
+@functools.lru_cache(maxsize=16)
+def _client(endpoint: str | None, region: str, identity: tuple):
+    """Path-style addressing (works with every S3-compatible server), SigV4, and a few quick
+    retries - long outages are the spool's job, not the client's. A session of its own:
+    boto3's default session keeps the credentials it first found."""
     import boto3
     from botocore.config import Config
 
-    config = Config(signature_version="s3v4", s3={"addressing_style": "path"}, connect_timeout=connect_timeout,
-                    read_timeout=30, retries={"mode": "standard", "max_attempts": attempts},
-                    request_checksum_calculation="when_required", response_checksum_validation="when_required")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    # a session of its own: boto3's default session caches the credentials it first found
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
-                        region_name=region, config=config)
+    config = Config(signature_version="s3v4", s3={"addressing_style": "path"}, connect_timeout=5,
+                    read_timeout=30, retries={"mode": "standard", "max_attempts": 3},
+                    request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                    max_pool_connections=32)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
 
 def _code(exc) -> str:

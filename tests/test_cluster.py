@@ -237,6 +237,12 @@ def test_a_killed_coordinator_resumes_without_redoing_finished_cells(cluster, tm
         time.sleep(0.2)
     proc.kill()
     proc.wait()
+    # a task of the killed driver may store one more record before Ray reaps it: wait for quiet
+    quiet, seen = time.monotonic(), len(_records(store))
+    while time.monotonic() - quiet < 8:
+        time.sleep(0.5)
+        if len(_records(store)) != seen:
+            quiet, seen = time.monotonic(), len(_records(store))
     before = {p: p.stat().st_mtime_ns for p in store.glob("runs/*/results/*/*.json")}
     assert before
     again = _run(cluster, matrix, store)

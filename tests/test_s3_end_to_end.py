@@ -81,6 +81,8 @@ def test_a_run_to_s3_uploads_through_granted_urls_and_reports_from_the_endpoint(
     assert result.returncode == 0, result.stderr[-3000:]
     records = _one_complete_record_per_cell(seaweed, s3_store_url, 4)
     assert not _spooled(spool)
+    manifest = next(json.loads(v) for k, v in _objects(seaweed, s3_store_url).items() if k.endswith("manifest.json"))
+    assert manifest["state"] == "complete" and {c["state"] for c in manifest["cells"]} == {"recorded"}
     secret = seaweed.secret_key
     objects = _objects(seaweed, s3_store_url)
     assert not any(secret.encode() in data for data in objects.values())     # no credential in any record or log
