@@ -12,6 +12,8 @@ import re
 import shutil
 import socket
 import subprocess
+import time
+from typing import Callable
 
 from agent import spool
 from agent.auth import TokenError, token_env
@@ -40,6 +42,18 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     except OSError as exc:
         raise EnrollError(f"no Ray head answers at {address} ({exc.strerror or exc}): is `hwmatrix cluster up` "
                           "running there, and the port open?") from None
+
+
+def _wait_listening(address: str, proc: subprocess.Popen, timeout_s: float = 120) -> bool:
+    """Whether ``address`` takes connections before ``proc`` exits or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            check_reachable(address, timeout_s=1)
+            return True
+        except EnrollError:
+            time.sleep(0.2)
+    return False
 
 
 def join_argv(address: str, labels: dict[str, str], block: bool, num_cpus: int | None = None) -> list[str]:
@@ -85,11 +99,16 @@ def join(address: str, token_file: str | None = None, block: bool = False) -> in
     return code
 
 
-def ray_start(argv: list[str], env: dict[str, str], block: bool) -> int:
+def ray_start(argv: list[str], env: dict[str, str], block: bool, ready_at: str | None = None,
+              on_ready: Callable[[], None] | None = None) -> int:
     """Run `ray start`: in the foreground with --block (its exit code), else to completion,
-    raising EnrollError with Ray's failure boiled down to one line."""
+    raising EnrollError with Ray's failure boiled down to one line. ``on_ready`` runs once
+    ``ready_at`` (HOST:PORT) takes connections, so a join command printed then works at once."""
     if block:
-        return subprocess.call(argv, env=env)
+        proc = subprocess.Popen(argv, env=env)
+        if on_ready and ready_at and _wait_listening(ready_at, proc):
+            on_ready()
+        return proc.wait()
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         raise EnrollError(explain_failure(result.stdout + result.stderr))

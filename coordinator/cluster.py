@@ -46,9 +46,9 @@ def cluster_up(bind: str, port: int, token_file: str | None, bench: bool, block:
         argv += ["--labels", ",".join(f"{k}={v}" for k, v in sorted(profile_labels(probe()).items()))]
     env = {**os.environ, **token_env(token)}
     join = f"hwmatrix agent join --address {address} --token-file {token}"
-    if block:
-        print(f"Ray head on {address} (token auth on). Agents join with:\n  {join}", flush=True)
-        return ray_start(argv + ["--block"], env, block=True)
+    if block:       # the join command is printed once the head takes connections
+        return ray_start(argv + ["--block"], env, block=True, ready_at=address, on_ready=lambda: print(
+            f"Ray head on {address} (token auth on). Agents join with:\n  {join}", flush=True))
     try:
         ray_start(argv, env, block=False)
     except EnrollError as exc:

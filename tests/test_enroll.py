@@ -7,11 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import REPO, hwmatrix
+from tests.conftest import REPO, hwmatrix, wait_for
 
 
 def _free_port() -> int:
@@ -42,19 +41,11 @@ def head(tmp_path):
     env = {"RAY_USAGE_STATS_ENABLED": "0", "HWMATRIX_SPOOL": str(tmp_path / "spool")}
     proc = _start("cluster", "up", "--bind", "127.0.0.1", "--port", str(port), "--token-file", str(token),
                   "--block", env=env)
-    first = proc.stdout.readline() + proc.stdout.readline()
-    yield {"proc": proc, "address": f"127.0.0.1:{port}", "token": token, "env": env, "banner": first}
+    banner = ""                     # Ray's own start-up lines, then ours once the head takes connections
+    while "hwmatrix agent join" not in banner and (line := proc.stdout.readline()):
+        banner += line
+    yield {"proc": proc, "address": f"127.0.0.1:{port}", "token": token, "env": env, "banner": banner}
     _stop(proc)
-
-
-def _wait_for(predicate, seconds: float = 90):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    return None
 
 
 def test_cluster_up_makes_a_private_token_and_prints_the_join_command(head):
@@ -70,7 +61,7 @@ def test_an_agent_joins_with_the_token_and_is_listed_idle_under_its_class(head):
     agent = _start("agent", "join", "--address", head["address"], "--token-file", str(head["token"]), "--block",
                    env=head["env"])
     try:
-        listing = _wait_for(lambda: (r := hwmatrix("agents", "--address", head["address"], "--token-file",
+        listing = wait_for(lambda: (r := hwmatrix("agents", "--address", head["address"], "--token-file",
                                                   str(head["token"]))).returncode == 0
                             and "idle" in r.stdout and r.stdout, seconds=180)
         if not listing:
