@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.store import ClashPolicy
+
 ToolName = Literal["llama-bench", "llama-sweep-bench"]
 EngineKind = Literal["llama.cpp", "ik_llama.cpp"]
 
@@ -105,7 +107,7 @@ class CellSpec(_Strict):
     store_url: str
     # a stored ok record with other content at this cell's key: refuse (and keep it
     # spooled), overwrite, or store beside it
-    on_clash: Literal["reject", "replace", "keep-both"] = "reject"
+    on_clash: ClashPolicy = "reject"
     # Every target the cells sharing this build need, so the build is configured and
     # compiled once; empty means just what this cell needs.
     build_targets: list[str] = Field(default_factory=list)

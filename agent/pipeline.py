@@ -25,7 +25,7 @@ from agent.record import ResultRecord, ci_half_width_pct, process_means, utc_now
 from agent.runner import engine_env, run_process
 from agent.sources import SourceError, resolve
 from agent.spool import SPOOLED_NOTE, Granter, deliver, spool_record
-from agent.store import StoreError, log_key, open_store, recorded_ok, result_key
+from agent.store import log_key, open_store, recorded_ok, result_key
 
 Reporter = Callable[[str, str, str], None]     # (cell id, phase, detail)
 PhaseReporter = Callable[[str, str], None]     # (phase, detail) of one cell

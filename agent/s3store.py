@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from agent.store import Clash, ClashPolicy, StoreError, _part
+from agent.store import Clash, ClashPolicy, StoreError, _part, copy_keys
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 LOG_TAG = "hwmatrix-kind=log"          # the lifecycle rule in infra/s3 expires logs by this tag
@@ -47,6 +47,10 @@ def _client(endpoint: str | None, region: str, identity: tuple):
                     request_checksum_calculation="when_required", response_checksum_validation="when_required",
                     max_pool_connections=32)
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+
+CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")   # someone wrote first
+MISSING = ("NoSuchKey", "404", "NotFound")
 
 
 def _code(exc) -> str:
@@ -92,18 +96,13 @@ class S3Store:
         otherwise the policy decides. Returns the key written."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        full = self._key(key)
-        extra = {"Tagging": tag} if tag else {}
+        extra = ({"Tagging": tag} if tag else {}) | ({} if on_clash == "replace" else {"IfNoneMatch": "*"})
         try:
-            if on_clash == "replace":
-                self.client.put_object(Bucket=self.bucket, Key=full, Body=data, ChecksumSHA256=sha256_b64(data),
-                                       **extra)
-                return key
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=data, ChecksumSHA256=sha256_b64(data),
-                                   IfNoneMatch="*", **extra)
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                   ChecksumSHA256=sha256_b64(data), **extra)
             return key
         except ClientError as exc:
-            if _code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+            if _code(exc) not in CONDITION_FAILED:
                 raise self._errors(exc, key) from None
         except BotoCoreError as exc:
             raise self._errors(exc, key) from None
@@ -111,9 +110,7 @@ class S3Store:
             return key                                # an idempotent retry, not a clash
         if on_clash == "reject":
             raise Clash(f"{key} exists in {self.url} with other content")
-        stem, dot, suffix = key.rpartition(".")
-        for n in range(1, 1000):
-            alt = f"{stem}.{n}.{suffix}" if dot else f"{key}.{n}"
+        for alt in copy_keys(key):
             try:
                 return self.put(alt, data, on_clash="reject", tag=tag)
             except Clash:
@@ -137,16 +134,7 @@ class S3Store:
         return key
 
     def get(self, key: str) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
-                raise KeyError(key) from None
-            raise self._errors(exc, key) from None
-        except BotoCoreError as exc:
-            raise self._errors(exc, key) from None
+        return self.get_versioned(key)[0]
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         """Content and ETag, for a compare-and-swap with ``put_if``."""
@@ -156,7 +144,7 @@ class S3Store:
             answer = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             return answer["Body"].read(), answer["ETag"]
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            if _code(exc) in MISSING:
                 raise KeyError(key) from None
             raise self._errors(exc, key) from None
         except BotoCoreError as exc:
@@ -173,7 +161,7 @@ class S3Store:
                                    ChecksumSHA256=sha256_b64(data), **condition)
             return True
         except ClientError as exc:
-            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"):
+            if _code(exc) in CONDITION_FAILED + MISSING:
                 return False
             raise self._errors(exc, key) from None
         except BotoCoreError as exc:
@@ -184,22 +172,12 @@ class S3Store:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except Exception as exc:  # noqa: BLE001 - sorted below
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if _code(exc) in MISSING:
                 return False
             raise self._errors(exc, key) from None
 
     def list(self, prefix: str) -> list[str]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        full = self._key(prefix.rstrip("/")) + "/" if prefix.strip("/") else (f"{self.prefix}/" if self.prefix else "")
-        cut = len(self.prefix) + 1 if self.prefix else 0
-        keys = []
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-                keys.extend(obj["Key"][cut:] for obj in page.get("Contents", []))
-        except (BotoCoreError, ClientError) as exc:
-            raise self._errors(exc, prefix) from None
-        return sorted(keys)
+        return sorted(self.list_versions(prefix))
 
     def get_json(self, key: str) -> dict:
         return json.loads(self.get(key))
@@ -222,7 +200,7 @@ class S3Store:
         """key -> ETag, from the listing itself (no GET per object)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        full = self._key(prefix.rstrip("/")) + "/"
+        full = self._key(prefix.rstrip("/")) + "/" if prefix.strip("/") else (f"{self.prefix}/" if self.prefix else "")
         cut = len(self.prefix) + 1 if self.prefix else 0
         out = {}
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent.paths import cache_dir
-from agent.store import Clash, ClashPolicy, log_key, open_store, result_key
+from agent.store import Clash, ClashPolicy, log_key, open_store, result_key, settle_clash
 
 SPOOLED_NOTE = "spooled, not yet stored"
 CLASH_MARK = "clash"            # an entry the store refused under `reject`: kept, not retried blindly
@@ -38,9 +38,13 @@ def spool_root() -> Path:
     return cache_dir("spool")
 
 
+def _entry(run_id: str, cell_id: str, agent_id: str) -> Path:
+    return spool_root() / run_id / cell_id / agent_id
+
+
 def spool_record(store_url: str, record: dict, logs: dict[str, Path], on_clash: ClashPolicy = "reject") -> Path:
     """Write the record (last, atomically) and copies of its logs into a spool entry."""
-    entry = spool_root() / record["run_id"] / record["cell_id"] / record["agent_id"]
+    entry = _entry(record["run_id"], record["cell_id"], record["agent_id"])
     entry.mkdir(parents=True, exist_ok=True)
     for name, path in logs.items():
         if path and Path(path).is_file():
@@ -79,12 +83,10 @@ def _put_direct(entry: Path, policy: ClashPolicy | None) -> str:
     try:
         return store.put(key, data, on_clash="reject")
     except Clash:
-        previous = store.get_json(key)
-        if previous.get("status") != "ok":
-            return store.put(key, data, on_clash="replace")   # a later attempt supersedes a failure
-        if policy == "reject":
+        settled = settle_clash(store.get_json(key), policy)
+        if settled == "reject":
             raise
-        return store.put(key, data, on_clash=policy)
+        return store.put(key, data, on_clash=settled)
 
 
 def _put_granted(entry: Path, grant: Granter) -> str:
@@ -102,7 +104,7 @@ def deliver(entry: Path, grant: Granter | None = None, policy: ClashPolicy | Non
     """Upload one spool entry (logs first, then the record), retrying with backoff while the
     store is unreachable, and remove it once stored; returns the record's key. A clash the
     policy rejects marks the entry and raises ``Clash``; the entry stays."""
-    for attempt, delay in enumerate((*delays, None)):
+    for delay in (*delays, None):
         try:
             key = _put_granted(entry, grant) if grant else _put_direct(entry, policy)
             shutil.rmtree(entry)
@@ -114,24 +116,24 @@ def deliver(entry: Path, grant: Granter | None = None, policy: ClashPolicy | Non
             if delay is None:
                 raise
             time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def spooled_record(run_id: str, cell_id: str, agent_id: str) -> dict | None:
     """The record of this cell that waits in this machine's spool, if any."""
     try:
-        return json.loads((spool_root() / run_id / cell_id / agent_id / "record.json").read_text())
+        return json.loads((_entry(run_id, cell_id, agent_id) / "record.json").read_text())
     except (OSError, ValueError):
         return None
 
 
 def is_spooled(record: dict) -> bool:
     """Whether this record still waits in this machine's spool."""
-    return (spool_root() / record["run_id"] / record["cell_id"] / record["agent_id"] / "record.json").exists()
+    return (_entry(record["run_id"], record["cell_id"], record["agent_id"]) / "record.json").exists()
 
 
-def pending() -> list[Path]:
-    return sorted(p.parent for p in spool_root().glob("*/*/*/record.json"))
+def pending(run_id: str | None = None) -> list[Path]:
+    """Spooled entries (of one run when asked)."""
+    return sorted(p.parent for p in spool_root().glob(f"{run_id or '*'}/*/*/record.json"))
 
 
 def flush(grant: Granter | None = None, policy: ClashPolicy | None = None, *, run_id: str | None = None,
@@ -140,9 +142,7 @@ def flush(grant: Granter | None = None, policy: ClashPolicy | None = None, *, ru
     marked as a clash wait for an explicit policy. Returns (delivered keys, errors); errors
     leave their entries in place."""
     delivered, errors = [], []
-    for entry in pending():
-        if run_id and entry.parent.parent.name != run_id:
-            continue
+    for entry in pending(run_id):
         try:
             if store_url and _meta(entry)[1] != store_url:
                 continue

@@ -13,10 +13,11 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import unquote, urlparse
 
 ClashPolicy = Literal["reject", "replace", "keep-both"]
+CLASH_POLICIES: tuple[str, ...] = get_args(ClashPolicy)
 _SAFE_PART = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
@@ -48,6 +49,22 @@ def results_prefix(run_id: str) -> str:
 
 def log_key(run_id: str, cell_id: str, agent_id: str, name: str) -> str:
     return f"runs/{_part(run_id)}/logs/{_part(cell_id)}/{_part(agent_id)}/{_part(name)}"
+
+
+MAX_COPIES = 1000
+
+
+def copy_keys(key: str):
+    """Where `keep-both` puts the 1st, 2nd, ... copy of ``key``: a.json -> a.1.json, a.2.json."""
+    stem, dot, suffix = key.rpartition(".")
+    for n in range(1, MAX_COPIES):
+        yield f"{stem}.{n}.{suffix}" if dot and "/" not in suffix else f"{key}.{n}"
+
+
+def settle_clash(previous: dict, policy: ClashPolicy) -> ClashPolicy:
+    """What to do when a record's key already holds other content: a failure record is
+    superseded by a later attempt; an ok one is a clash the policy settles."""
+    return "replace" if previous.get("status") != "ok" else policy
 
 
 def recorded_ok(store, run_id: str, cell_id: str, hw_class: str, agent_id: str, others: bool) -> str | None:
@@ -103,11 +120,10 @@ class FileStore:
                     return key              # an idempotent retry, not a clash
                 if on_clash == "reject":
                     raise Clash(f"{key} exists in {self.url} with other content")
-                for n in range(1, 10_000):
-                    alt = path.with_name(f"{path.stem}.{n}{path.suffix}")
+                for alt in copy_keys(key):
                     try:
-                        os.link(tmp, alt)
-                        return key.rsplit("/", 1)[0] + "/" + alt.name
+                        os.link(tmp, self._path(alt))
+                        return alt
                     except FileExistsError:
                         continue
                 raise StoreError(f"too many copies of {key}")

@@ -17,11 +17,10 @@ from agent.probe import probe
 BENCH_RESOURCE = "hwmatrix_bench"
 
 
-def _grant_through(desk):
+def _grant_through(desk, me: str):
     """Ask the coordinator's upload desk for presigned URLs (None: write to the store directly)."""
     if desk is None:
         return None
-    me = agent_id_for(probe().hostname)
 
     def grant(items: list[dict]) -> list[dict]:
         return ray.get(desk.ask.remote(me, items), timeout=330)
@@ -37,13 +36,13 @@ def benchmark_group(spec_jsons: list[str], progress=None, desk=None) -> list[dic
     uploads through URLs the coordinator grants (it holds no store credentials)."""
     specs = [CellSpec.model_validate_json(s) for s in spec_jsons]
     node_id = ray.get_runtime_context().get_node_id()
-    grant = _grant_through(desk)
+    me = agent_id_for(probe().hostname)
+    grant = _grant_through(desk, me)
 
     # records an agent killed mid-delivery left behind on this node (a grant covers this run only)
     spool.flush(grant, run_id=specs[0].run_id if grant and specs else None)
     # a cell measured here whose record still waits in the spool is done: never measured twice
-    waiting = {s.cell_id: spool.spooled_record(s.run_id, s.cell_id, agent_id_for(probe().hostname)) for s in specs}
-    waiting = {cid: rec for cid, rec in waiting.items() if rec}
+    waiting = {s.cell_id: rec for s in specs if (rec := spool.spooled_record(s.run_id, s.cell_id, me))}
 
     def report(cell_id: str, phase: str, detail: str) -> None:
         if progress is not None:
@@ -59,10 +58,8 @@ def benchmark_group(spec_jsons: list[str], progress=None, desk=None) -> list[dic
 def drain_spool(run_id: str, desk=None) -> int:
     """Deliver this node's spooled records of ``run_id`` (no benchmark slot needed, so it
     runs beside a benchmark); returns how many are still waiting."""
-    grant = _grant_through(desk)
-
-    spool.flush(grant, run_id=run_id)
-    return sum(1 for entry in spool.pending() if entry.parent.parent.name == run_id)
+    spool.flush(_grant_through(desk, agent_id_for(probe().hostname)), run_id=run_id)
+    return len(spool.pending(run_id))
 
 
 @ray.remote(num_cpus=0, max_retries=0)

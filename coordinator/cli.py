@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.store import StoreError
+from agent.store import CLASH_POLICIES, StoreError
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 
 EXIT_STORE = 3
-
 
 STORE_HELP = ("file://DIR or s3://BUCKET/PREFIX (default: $HWMATRIX_STORE or ~/.local/share/hwmatrix/store); "
               "S3 credentials come from boto3's usual chain, never from a matrix")
@@ -26,19 +25,24 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
                         help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
 
 
-def _store_url(args) -> str:
-    """The store URL the user asked for; --endpoint-url goes where boto3 looks for it."""
+def _use_endpoint(args) -> None:
+    """--endpoint-url goes where boto3 (and so every store opened here) looks for it."""
     import os
-
-    from agent.paths import default_store_url
 
     if getattr(args, "endpoint_url", None):
         os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
+
+
+def _store_url(args) -> str:
+    """The store URL the user asked for."""
+    from agent.paths import default_store_url
+
+    _use_endpoint(args)
     return args.store or default_store_url()
 
 
 def _open_store(args):
-    from agent.store import StoreError, open_store
+    from agent.store import open_store
 
     try:
         return open_store(_store_url(args))
@@ -188,10 +192,7 @@ def cmd_agent_flush(args) -> int:
     """Deliver this machine's spooled records with its own credentials (file:// or s3://)."""
     from agent import spool
 
-    if args.endpoint_url:
-        import os
-
-        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
+    _use_endpoint(args)
     waiting = spool.pending()
     delivered, errors = spool.flush(policy=args.on_clash, delays=(1, 2, 4))
     print(f"{len(delivered)} of {len(waiting)} spooled record(s) delivered")
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a matrix on this machine (embedded Ray) and print the table")
     run.add_argument("file")
     _store_options(run)
-    run.add_argument("--on-clash", choices=["reject", "replace", "keep-both"], default="reject",
+    run.add_argument("--on-clash", choices=CLASH_POLICIES, default="reject",
                      help="a stored ok record with other content at a cell's key: refuse and keep the new one "
                           "spooled (default), overwrite it, or store both")
     run.add_argument("--run-id", default=None, help="name the run (default: derived from the matrix)")
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     join.set_defaults(func=cmd_agent_join)
     flush = agent_sub.add_parser("flush", help="deliver the records spooled on this machine")
     flush.add_argument("--endpoint-url", default=None, help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
-    flush.add_argument("--on-clash", choices=["reject", "replace", "keep-both"], default=None,
+    flush.add_argument("--on-clash", choices=CLASH_POLICIES, default=None,
                        help="deliver records the store refused as a clash, with this policy")
     flush.set_defaults(func=cmd_agent_flush)
 

@@ -58,6 +58,11 @@ def _fetch(store, keys: list[str]) -> dict[str, dict]:
         return {k: rec for k, rec in pool.map(one, keys) if rec is not None}
 
 
+def _names_ref(names, ref: str) -> bool:
+    """A ref filter matches a name exactly or as a prefix (a short commit hash)."""
+    return any(name.startswith(ref) for name in names)
+
+
 def _summary(records: list[dict], run_id: str) -> dict:
     dates = sorted(d for r in records for d in [(r.get("timestamps") or {}).get("finished")] if d)
     return {
@@ -122,7 +127,7 @@ def select_runs(runs: dict[str, dict], *, matrix: str | None = None, ref: str | 
     for run_id, s in sorted(runs.items()):
         if matrix and matrix not in s.get("matrix", []):
             continue
-        if ref and not any(r == ref or r.startswith(ref) for r in s.get("refs", [])):
+        if ref and not _names_ref(s.get("refs", []), ref):
             continue
         if hw_class and hw_class not in s.get("classes", []):
             continue
@@ -138,6 +143,6 @@ def matches(record: dict, *, matrix=None, ref=None, hw_class=None, since=None, u
     """The record-level filter, after `select_runs` picked the runs."""
     finished = (record.get("timestamps") or {}).get("finished") or ""
     return ((not matrix or (record.get("matrix") or {}).get("name") == matrix)
-            and (not ref or any(r == ref or r.startswith(ref) for r in refs_of(record)))
+            and (not ref or _names_ref(refs_of(record), ref))
             and (not hw_class or record.get("hardware_class") == hw_class)
             and (not since or finished >= since) and (not until or finished <= until))

@@ -158,6 +158,7 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
     print(f"run {run_id}: {len(plan.cells)} cells, {n_done} results already recorded, {n_todo} to run on "
           f"{len({a.hw_class for a in agents})} hardware class(es); store {store_url}", file=sys.stderr)
     write_manifest(store, plan, run_id, records, "running" if placements else "complete")
+    spooled: dict[str, list[str]] = {}
     if placements:
         from coordinator.dispatch import Interrupted, Task, dispatch, start_local_ray
 
@@ -186,7 +187,5 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
         if spooled:
             print(f"{sum(map(len, spooled.values()))} record(s) wait in agents' spools (store unreachable or a "
                   "clash); they are delivered by the agent's next task or `hwmatrix agent flush`", file=sys.stderr)
-        write_manifest(store, plan, run_id, records, "complete", spooled)
-        return plan, run_id, records, matched, unmatched
-    write_manifest(store, plan, run_id, records, "complete")
+    write_manifest(store, plan, run_id, records, "complete", spooled)
     return plan, run_id, records, matched, unmatched

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import re
 
 import ray
 
-from agent.s3store import LOG_TAG
-from agent.store import Clash, ClashPolicy, StoreError, recorded_ok
+from agent.s3store import LOG_TAG, sha256_b64
+from agent.store import Clash, ClashPolicy, StoreError, copy_keys, recorded_ok, settle_clash
 
 GRANT_EXPIRES_S = 300
 _RESULT = re.compile(r"^runs/(?P<run>[^/]+)/results/(?P<cell>[^/]+)/(?P<agent>[^/]+)\.json$")
@@ -73,19 +72,18 @@ class Granter:
             existing = self.store.get(key)
         except KeyError:
             return self.store.presign_put(key, sha, self.expires_s)
-        if base64.b64encode(hashlib.sha256(existing).digest()).decode() == sha:
+        if sha256_b64(existing) == sha:
             return {"key": key, "done": True}
-        if json.loads(existing).get("status") != "ok":
-            return self.store.presign_put(key, sha, self.expires_s, overwrite=True)
-        self.clashes.append(f"{key}: an ok record is already stored with other content (policy {self.on_clash})")
-        if self.on_clash == "reject":
+        previous = json.loads(existing)
+        settled = settle_clash(previous, self.on_clash)
+        if previous.get("status") == "ok":
+            self.clashes.append(f"{key}: an ok record is already stored with other content (policy {self.on_clash})")
+        if settled == "reject":
             return {"key": key, "refused": str(Clash(f"{key} exists with other content; policy reject")),
                     "clash": True}
-        if self.on_clash == "replace":
+        if settled == "replace":
             return self.store.presign_put(key, sha, self.expires_s, overwrite=True)
-        stem = key[:-len(".json")]
-        for n in range(1, 1000):
-            alt = f"{stem}.{n}.json"
+        for alt in copy_keys(key):
             if not self.store.exists(alt):
                 return self.store.presign_put(alt, sha, self.expires_s)
         return {"key": key, "refused": "too many copies"}

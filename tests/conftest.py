@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,39 @@ def hwmatrix(*args: str, env: dict | None = None, timeout: float = 3600) -> subp
     """Run the real CLI as a user would."""
     return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def wait_for(predicate, seconds: float, interval: float = 1.0):
+    """The predicate's first truthy value within ``seconds``, else None."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def two_ref_matrix(tmp_path, name: str, quants=("Q8_0",), reps: int = 3, timeout_s: int = 300,
+                   uarch: str | None = None) -> str:
+    """A matrix file comparing llama.cpp v0.3.35 (A) with v0.3.36 (B) from the registry
+    sdists on the tiny model; ``uarch`` limits it to agents of that CPU."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""name: {name}
+engines:
+  mainline: {{kind: llama.cpp, sdist: {{package: llama-cpp-python, versions: ["0.3.35", "0.3.36"]}}}}
+models:
+  tiny: {{generate: tiny-llama}}
+args: {{n_prompt: 16, n_gen: 4, threads: 1}}
+repetitions: {reps}
+hygiene: {{drop_caches: off}}
+timeout_s: {timeout_s}
+hardware: {{{f"cpu: {{uarch: {uarch}}}" if uarch else ""}}}
+matrix:
+  ref: [{{name: A, engine: mainline, tag: v0.3.35}}, {{name: B, engine: mainline, tag: v0.3.36}}]
+  quant: [{", ".join(quants)}]
+""")
+    return str(path)
 
 
 @pytest.fixture

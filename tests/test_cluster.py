@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.conftest import REPO, hwmatrix
+from tests.conftest import REPO, hwmatrix, two_ref_matrix
 
 pytestmark = pytest.mark.engines
 
@@ -27,22 +27,7 @@ AGENTS = {"zen4-a": ZEN4, "zen4-b": ZEN4, "zen5-c": ZEN5}
 
 
 def _matrix(tmp_path, name: str, uarch: str | None, quants=("Q8_0",), reps: int = 3, timeout_s: int = 300) -> str:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(f"""name: {name}
-engines:
-  mainline: {{kind: llama.cpp, sdist: {{package: llama-cpp-python, versions: ["0.3.35", "0.3.36"]}}}}
-models:
-  tiny: {{generate: tiny-llama}}
-args: {{n_prompt: 16, n_gen: 4, threads: 1}}
-repetitions: {reps}
-hygiene: {{drop_caches: off}}
-timeout_s: {timeout_s}
-hardware: {{{f"cpu: {{uarch: {uarch}}}" if uarch else ""}}}
-matrix:
-  ref: [{{name: A, engine: mainline, tag: v0.3.35}}, {{name: B, engine: mainline, tag: v0.3.36}}]
-  quant: [{", ".join(quants)}]
-""")
-    return str(path)
+    return two_ref_matrix(tmp_path, name, quants, reps, timeout_s, uarch)
 
 
 class ClusterHelper:

@@ -13,27 +13,13 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, hwmatrix
+from tests.conftest import REPO, hwmatrix, two_ref_matrix, wait_for
 
 pytestmark = pytest.mark.engines
 
 
-def _matrix(tmp_path, name: str, reps: int = 3) -> str:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(f"""name: {name}
-engines:
-  mainline: {{kind: llama.cpp, sdist: {{package: llama-cpp-python, versions: ["0.3.35", "0.3.36"]}}}}
-models:
-  tiny: {{generate: tiny-llama}}
-args: {{n_prompt: 16, n_gen: 4, threads: 1}}
-repetitions: {reps}
-hygiene: {{drop_caches: off}}
-timeout_s: 300
-matrix:
-  ref: [{{name: A, engine: mainline, tag: v0.3.35}}, {{name: B, engine: mainline, tag: v0.3.36}}]
-  quant: [Q8_0, Q4_0]
-""")
-    return str(path)
+def _matrix(tmp_path, name: str) -> str:
+    return two_ref_matrix(tmp_path, name, quants=("Q8_0", "Q4_0"))
 
 
 def _objects(seaweed, store_url: str) -> dict[str, bytes]:
@@ -61,18 +47,29 @@ def _start(matrix: str, store_url: str, spool, **env) -> subprocess.Popen:
                             env={**os.environ, "HWMATRIX_SPOOL": str(spool), **env})
 
 
-def _wait(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _spooled(spool) -> list:
     return list(spool.glob("*/*/*/record.json"))
+
+
+def _run_through_an_outage(seaweed, store_url: str, matrix: str, spool, while_down=lambda: None):
+    """Start a run, stop the endpoint once the run's manifest is in, wait until a record is
+    spooled (its upload failing), do ``while_down``, start the endpoint again; the run's
+    (returncode, stderr)."""
+    proc = _start(matrix, store_url, spool)
+    try:
+        assert wait_for(lambda: any(k.endswith("manifest.json") for k in _objects(seaweed, store_url)), 300, 0.3), \
+            "the manifest never landed"
+        seaweed.stop()
+        assert wait_for(lambda: _spooled(spool), 300, 0.3), "no record was spooled while the store was down"
+        while_down()
+        seaweed.start()
+        _, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if not seaweed.running():
+            seaweed.start()
+    return proc.returncode, err
 
 
 def test_a_run_to_s3_uploads_through_granted_urls_and_reports_from_the_endpoint(s3_store_url, seaweed, tmp_path):
@@ -81,11 +78,10 @@ def test_a_run_to_s3_uploads_through_granted_urls_and_reports_from_the_endpoint(
     assert result.returncode == 0, result.stderr[-3000:]
     records = _one_complete_record_per_cell(seaweed, s3_store_url, 4)
     assert not _spooled(spool)
-    manifest = next(json.loads(v) for k, v in _objects(seaweed, s3_store_url).items() if k.endswith("manifest.json"))
-    assert manifest["state"] == "complete" and {c["state"] for c in manifest["cells"]} == {"recorded"}
-    secret = seaweed.secret_key
     objects = _objects(seaweed, s3_store_url)
-    assert not any(secret.encode() in data for data in objects.values())     # no credential in any record or log
+    manifest = next(json.loads(v) for k, v in objects.items() if k.endswith("manifest.json"))
+    assert manifest["state"] == "complete" and {c["state"] for c in manifest["cells"]} == {"recorded"}
+    assert not any(seaweed.secret_key.encode() in data for data in objects.values())   # no credential stored
     report = hwmatrix("report", "--store", s3_store_url)
     assert report.returncode == 0, report.stderr
     assert "4 records" in report.stdout
@@ -98,43 +94,25 @@ def test_a_run_to_s3_uploads_through_granted_urls_and_reports_from_the_endpoint(
 def test_an_endpoint_stopped_mid_run_and_restarted_later_leaves_one_record_per_cell_and_an_empty_spool(
         s3_store_url, seaweed, tmp_path):
     spool = tmp_path / "spool"
-    proc = _start(_matrix(tmp_path, "outage"), s3_store_url, spool)
-    try:
-        _wait(lambda: any(k.endswith("manifest.json") for k in _objects(seaweed, s3_store_url)), 300, "the manifest")
-        seaweed.stop()
-        _wait(lambda: _spooled(spool), 300, "a record spooled while the store is down")
-        time.sleep(15)                                 # down for a while: uploads keep failing
-        seaweed.start()
-        out, err = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if not seaweed.running():
-            seaweed.start()
-    assert proc.returncode == 0, err[-3000:]
+    returncode, err = _run_through_an_outage(seaweed, s3_store_url, _matrix(tmp_path, "outage"), spool,
+                                             while_down=lambda: time.sleep(15))   # uploads keep failing meanwhile
+    assert returncode == 0, err[-3000:]
     _one_complete_record_per_cell(seaweed, s3_store_url, 4)
     assert not _spooled(spool)
 
 
 def test_an_agent_killed_with_sigkill_mid_upload_loses_and_duplicates_nothing(s3_store_url, seaweed, tmp_path):
     spool = tmp_path / "spool"
-    proc = _start(_matrix(tmp_path, "kill9"), s3_store_url, spool)
-    try:
-        _wait(lambda: any(k.endswith("manifest.json") for k in _objects(seaweed, s3_store_url)), 300, "the manifest")
-        seaweed.stop()
-        _wait(lambda: _spooled(spool), 300, "a record spooled while the store is down")
+
+    def kill_the_benchmark_worker() -> None:          # mid-upload: its record is spooled, not yet stored
         worker = subprocess.run(["pgrep", "-f", "ray::benchmark_group"], capture_output=True, text=True).stdout.split()
         assert worker, "no benchmark worker to kill"
         for pid in worker:
-            os.kill(int(pid), signal.SIGKILL)          # mid-upload: its record is spooled, not yet stored
-        seaweed.start()
-        out, err = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if not seaweed.running():
-            seaweed.start()
-    assert proc.returncode == 0, err[-3000:]
+            os.kill(int(pid), signal.SIGKILL)
+
+    returncode, err = _run_through_an_outage(seaweed, s3_store_url, _matrix(tmp_path, "kill9"), spool,
+                                             while_down=kill_the_benchmark_worker)
+    assert returncode == 0, err[-3000:]
     assert "retrying" in err
     _one_complete_record_per_cell(seaweed, s3_store_url, 4)
     assert not _spooled(spool)
