@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from agent import sandbox
 from agent.paths import cache_dir
 from agent.sources import ResolvedSource, cache_lock, export_tree
 
@@ -216,10 +217,22 @@ def _needs_examples(src: Path, targets: list[str]) -> bool:
     return any((src / "examples" / names.get(t, t)).is_dir() for t in targets)
 
 
+def _trim(folder: Path, max_size: str) -> None:
+    if shutil.which("ccache"):
+        try:
+            subprocess.run(["ccache", "--trim-dir", str(folder), "--trim-max-size", max_size],
+                           capture_output=True, timeout=300)
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+
 def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], jobs: int | None = None, timeout_s: float = 7200) -> BuildResult:
     """Build ``targets`` at ``resolved``; free when the key was built before with those targets."""
     key = make_key(resolved, cmake_flags)
-    root = cache_dir("builds") / key.digest()
+    confined = sandbox.active()
+    # Untrusted (sandboxed) builds never share a tree, binary or ccache entry with trusted ones.
+    builds = cache_dir("sandboxed", "builds") if confined else cache_dir("builds")
+    root = builds / key.digest()
     state_file = root / "build.json"
     log_path = root / "build.log"
     with cache_lock(root.with_suffix(".lock")):
@@ -241,8 +254,18 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
         flags += list(cmake_flags)
         env = dict(os.environ)
         # Same relative paths in every build dir and one ccache per ISA: warm hits across commits.
-        env["CCACHE_BASEDIR"] = str(cache_dir("builds"))
-        env["CCACHE_DIR"] = str(cache_dir("ccache", key.isa or "portable"))
+        env["CCACHE_BASEDIR"] = str(builds)
+        isa = key.isa or "portable"
+        # Trusted builds also write their results to a shared file store (even on local hits),
+        # which sandboxed builds read only: a warm trusted cache speeds them, they cannot poison it.
+        shared = cache_dir("ccache-shared", isa)
+        if confined:
+            env["CCACHE_DIR"] = str(cache_dir("sandboxed", "ccache", isa))
+            env["CCACHE_REMOTE_STORAGE"] = f"file:{shared}|read-only"
+        else:
+            env["CCACHE_DIR"] = str(cache_dir("ccache", isa))
+            env["CCACHE_REMOTE_STORAGE"] = " ".join(filter(None, [env.get("CCACHE_REMOTE_STORAGE"), f"file:{shared}"]))
+            env["CCACHE_RESHARE"] = "1"
         env.setdefault("CCACHE_MAXSIZE", "5G")
         nvcc = find_nvcc() if key.nvcc else None
         if nvcc is not None and "CUDACXX" not in env:
@@ -254,16 +277,22 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
         ]
         deadline = started + timeout_s
         with open(log_path, "a") as log:
-            for argv in steps:
+            for step in steps:
+                argv = step
                 log.write(f"$ {' '.join(argv)}\n")
                 log.flush()
                 try:
+                    if confined:    # only this build's tree and ccache are writable
+                        argv = sandbox.wrap(argv, [root, Path(env["CCACHE_DIR"])], [shared, resolved.mirror], cwd=root)
                     proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                           timeout=max(1.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     raise BuildError(f"build timed out after {timeout_s:.0f} s", log_path)
+                except (OSError, sandbox.SandboxUnavailable) as exc:
+                    log.write(f"cannot start {argv[0]}: {exc}\n")
+                    raise BuildError(f"cannot start {argv[0]}: {exc}", log_path)
                 if proc.returncode != 0:
-                    raise BuildError(f"{argv[0]} {argv[1]} exited with {proc.returncode} "
+                    raise BuildError(f"{step[0]} {step[1]} exited with {proc.returncode} "
                                      f"(see {log_path.name})", log_path)
         bin_dir = build_dir / "bin"
         binaries, hashes = {}, {}
@@ -273,6 +302,8 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
                 raise BuildError(f"target {target} built but {path} is missing", log_path)
             binaries[target] = str(path)
             hashes[target] = _hash_binary(bin_dir, target)
+        if not confined:        # the shared store is never cleaned by ccache itself
+            _trim(shared, env["CCACHE_MAXSIZE"])
         seconds = time.monotonic() - started
         if state_file.is_file():          # an incremental build for more targets: keep the total
             seconds += json.loads(state_file.read_text()).get("seconds", 0.0)

@@ -8,10 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import sandbox
 from agent.cellspec import ModelSpec
 from agent.paths import cache_dir
 from agent.sources import cache_lock
@@ -83,17 +86,33 @@ def model_file(spec: ModelSpec, quant: str | None, quantize_bin: Path | None, qu
                          "give a pre-quantized model path instead")
     if quantize_bin is None:
         raise ModelError("a quant was asked for but no llama-quantize was built")
-    out = cache_dir("models", "quantized") / f"{source_sha[:16]}-{quant}-{(quantize_hash or 'x')[:12]}.gguf"
+    confined = sandbox.active()
+    # An untrusted llama-quantize never writes where trusted runs take their models from.
+    folder = cache_dir("sandboxed", "models", "quantized") if confined else cache_dir("models", "quantized")
+    out = folder / f"{source_sha[:16]}-{quant}-{(quantize_hash or 'x')[:12]}.gguf"
     log = out.with_suffix(".log")
     with cache_lock(out.with_suffix(".lock")):
         if not out.is_file():
-            tmp = out.with_name(out.name + ".part")
+            # sandboxed, it may write only a scratch dir of its own, moved into place after
+            scratch = Path(tempfile.mkdtemp(prefix=".quantize-", dir=folder)) if confined else folder
+            tmp = scratch / (out.name + ".part")
             threads = str(os.cpu_count() or 1)
-            with open(log, "w") as handle:
-                proc = subprocess.run([str(quantize_bin), str(source), str(tmp), quant, threads],
-                                      stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            if proc.returncode != 0 or not tmp.is_file():
-                raise ModelError(f"llama-quantize {quant} failed with exit code {proc.returncode}: "
-                                 f"{log.read_text(errors='replace')[-500:]}")
-            tmp.replace(out)
+            argv = [str(quantize_bin), str(source), str(tmp), quant, threads]
+            try:
+                with open(log, "w") as handle:
+                    try:
+                        if confined:
+                            argv = sandbox.wrap(argv, [scratch], [source, quantize_bin.parent], cwd=scratch)
+                        proc = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                        code = proc.returncode
+                    except (OSError, sandbox.SandboxUnavailable) as exc:
+                        handle.write(f"cannot start {argv[0]}: {exc}\n")
+                        code = 127
+                if code != 0 or not tmp.is_file():
+                    raise ModelError(f"llama-quantize {quant} failed with exit code {code}: "
+                                     f"{log.read_text(errors='replace')[-500:]}")
+                tmp.replace(out)
+            finally:
+                if confined:
+                    shutil.rmtree(scratch, ignore_errors=True)
     return ModelFile(out, file_sha256(out), source_sha, quant, str(log))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from agent import engines, hygiene, models
+from agent import engines, hygiene, models, sandbox
 from agent.build import BuildError, build, build_flags
 from agent.cellspec import CellSpec
 from agent.parsers import ParseError
@@ -74,16 +74,18 @@ def run_cell(spec: CellSpec, report: Reporter | None = None) -> ResultRecord:
     return run_cells([spec], report)[0]
 
 
-def run_cells(specs: list[CellSpec], report: Reporter | None = None, grant: Granter | None = None
-              ) -> list[ResultRecord]:
+def run_cells(specs: list[CellSpec], report: Reporter | None = None, grant: Granter | None = None,
+              identity: dict | None = None) -> list[ResultRecord]:
     """Run an A/B group of cells interleaved at the process level; store and return their
     records (in the order given). ``grant`` uploads through the coordinator's presigned
-    URLs instead of straight to the store."""
+    URLs instead of straight to the store. ``identity`` (a volunteer's ``agent_id`` given by
+    the coordinator and its ``agent_key_fingerprint``) makes each record attributable."""
     report = report or (lambda cell_id, phase, detail: None)
     profile = probe()
-    me = agent_id_for(profile.hostname)
+    identity = identity or {"agent_id": agent_id_for(profile.hostname)}
+    me = identity["agent_id"]
     specs = [s for s in specs if _recorded(s, profile.hardware_class, me, grant) is None]
-    cells = [_start(spec, profile) for spec in specs]
+    cells = [_start(spec, profile, identity) for spec in specs]
     for step in (_prepare, _warm_up):
         for cell in cells:
             _guarded(cell, step, report)
@@ -113,10 +115,11 @@ def _recorded(spec: CellSpec, hw_class: str, agent_id: str, grant: Granter | Non
         return None
 
 
-def _start(spec: CellSpec, profile) -> _Cell:
+def _start(spec: CellSpec, profile, identity: dict) -> _Cell:
     record = ResultRecord(
         run_id=spec.run_id, matrix={"name": spec.matrix_name, "hash": spec.matrix_hash},
-        cell_id=spec.cell_id, agent_id=agent_id_for(profile.hostname), params=spec.params, status="ok",
+        cell_id=spec.cell_id, agent_id=identity["agent_id"],
+        agent_key_fingerprint=identity.get("agent_key_fingerprint"), params=spec.params, status="ok",
         engine={"name": spec.engine.name, "kind": spec.engine.kind, "source": spec.engine.source(),
                 "ref": spec.ref.model_dump(), "cmake": list(spec.engine.cmake)},
         model={"name": spec.model.name, "quant": spec.quant},
@@ -149,6 +152,7 @@ def _prepare(cell: _Cell, report: PhaseReporter) -> None:
         devices = (record.hardware.get("gpus") or {}).get("devices") or []
         flags = build_flags(list(spec.engine.cmake), spec.gpus, devices)
         record.engine["build_flags"] = flags          # what cmake gets beyond the defaults, failed or not
+        record.engine["sandboxed"] = sandbox.active()   # built and run under bubblewrap (volunteer work)
         resolved = resolve(spec.engine.source(), spec.ref.kind, spec.ref.value)
         record.engine.update(repo_id=resolved.repo_id, commit=resolved.commit,
                              upstream_commit=resolved.upstream_commit)

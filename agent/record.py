@@ -77,6 +77,8 @@ class ResultRecord(BaseModel):
     matrix: dict                  # {name, hash}
     cell_id: str
     agent_id: str
+    # a volunteer's key fingerprint (never the key): who vouches for this record
+    agent_key_fingerprint: str | None = None
     params: dict
     status: Status
     error: str | None = None

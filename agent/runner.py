@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import sandbox
+
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024   # a runaway tool may not fill the disk
 # Only these variables of the agent's environment reach an engine: Ray and others inject
 # thread-count variables (OMP_NUM_THREADS=1) that would change what is measured.
@@ -53,15 +55,37 @@ def _launcher(argv: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
+def _readable(argv: list[str]) -> list[Path]:
+    """What a sandboxed engine may read: its binary's directory (the ggml libs sit beside
+    it) and the model file its -m/--model argument names - no other argument's file."""
+    paths = [Path(os.path.abspath(argv[0])).parent] if os.sep in argv[0] else []
+    return paths + [Path(value) for flag, value in zip(argv[1:], argv[2:])
+                    if flag in ("-m", "--model") and os.path.isfile(value)]
+
+
 def run_process(argv: list[str], timeout_s: float, stdout_path: Path, stderr_path: Path,
-                env: dict[str, str] | None = None, cwd: Path | None = None) -> ProcessResult:
-    """Run ``argv`` in its own session; on timeout (or our own death) the whole group dies."""
+                env: dict[str, str] | None = None, cwd: Path | None = None,
+                readable: list[Path] | None = None) -> ProcessResult:
+    """Run ``argv`` in its own session; on timeout (or our own death) the whole group dies.
+    Inside ``sandbox.confined()`` it runs in bubblewrap, with only ``cwd`` writable and
+    ``readable`` (default: see _readable) read-only; bwrap's --die-with-parent and its PID
+    namespace take the sandboxed tree down when the group's leader (bwrap) is killed."""
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(_launcher(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env=env if env is not None else engine_env(), cwd=cwd,
-                                start_new_session=True)
+        try:
+            command = argv
+            if sandbox.active():
+                command = sandbox.wrap(argv, [cwd] if cwd else [], _readable(argv) if readable is None else readable,
+                                       cwd=cwd)
+            proc = subprocess.Popen(_launcher(command), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                    env=env if env is not None else engine_env(), cwd=cwd,
+                                    start_new_session=True)
+        except (OSError, sandbox.SandboxUnavailable) as exc:
+            if not sandbox.active():
+                raise
+            err.write(f"cannot start the sandbox: {exc}\n".encode())   # a failed process, with its log
+            return ProcessResult(argv, 127, False, time.monotonic() - started, stdout_path, stderr_path)
         verdict: dict[str, bool] = {"timed_out": False, "truncated": False}
         finished = threading.Event()
 

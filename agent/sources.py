@@ -7,6 +7,7 @@ ordinary repo - the sdists' quirks are handled here and nowhere else.
 """
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import hashlib
 import os
@@ -72,6 +73,20 @@ def _slug(text: str) -> str:
 
 # ---------------------------------------------------------------- git sources
 
+# A volunteer whose owner allows no fork PRs: a commit must be on a branch or tag of the
+# repo, not only on a pull request ref an earlier fetch left in the mirror.
+_PUBLISHED_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("hwmatrix_published_only", default=False)
+
+
+@contextmanager
+def published_commits_only(enabled: bool = True):
+    token = _PUBLISHED_ONLY.set(enabled)
+    try:
+        yield
+    finally:
+        _PUBLISHED_ONLY.reset(token)
+
+
 def normalize_repo(repo: str) -> str:
     """Local paths become absolute file:// URLs so one repo has one identity."""
     if "://" in repo or repo.startswith("git@"):
@@ -121,6 +136,10 @@ def resolve_git(repo: str, ref_kind: str, value: str) -> ResolvedSource:
             commit = ""
         if not commit:
             raise SourceError(f"{ref_kind} {value!r} not found in {url}")
+        if ref_kind == "commit" and _PUBLISHED_ONLY.get() and not git(
+                "for-each-ref", "--count=1", "--contains", commit, "refs/heads", "refs/tags", cwd=mirror):
+            raise SourceError(f"commit {value} is on no branch or tag of {url} (pull request code?); "
+                              "the owner's policy allows no fork PRs")
         upstream = None
         try:
             message = git("log", "-1", "--format=%B", commit, cwd=mirror)

@@ -1,4 +1,4 @@
-"""The `hwmatrix` command line: probe, plan, run, compare, report, import, cluster, agents.
+"""The `hwmatrix` command line: probe, plan, run, compare, report, import, cluster, agents, volunteers.
 
 Exit codes: 0 success; 1 the run finished but some cells did not measure (their records
 say why); 2 bad input (a malformed matrix, unmatched cells, a bad option); 3 the store could
@@ -12,6 +12,7 @@ import sys
 
 from agent.store import CLASH_POLICIES, StoreError
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+from coordinator.volunteer_cli import add_commands as add_volunteer_commands
 
 EXIT_STORE = 3
 
@@ -117,6 +118,16 @@ def cmd_agents(args) -> int:
     from coordinator.cluster import list_agents
 
     return list_agents(args.address, args.token_file)
+
+
+def run_id_arg(text: str) -> str:
+    """--run-id becomes a store key part: a name, refused here rather than by every agent."""
+    from agent.flags import name_problem
+
+    problem = name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _axis_value(text: str) -> dict:
@@ -227,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--on-clash", choices=CLASH_POLICIES, default="reject",
                      help="a stored ok record with other content at a cell's key: refuse and keep the new one "
                           "spooled (default), overwrite it, or store both")
-    run.add_argument("--run-id", default=None, help="name the run (default: derived from the matrix)")
+    run.add_argument("--run-id", default=None, type=run_id_arg, help="name the run (default: derived from the matrix)")
     run.add_argument("--fresh", action="store_true", help="start a new run instead of resuming")
     run.add_argument("--skip-unmatched", action="store_true",
                      help="skip cells no agent matches instead of refusing to run")
@@ -259,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     flush.add_argument("--on-clash", choices=CLASH_POLICIES, default=None,
                        help="deliver records the store refused as a clash, with this policy")
     flush.set_defaults(func=cmd_agent_flush)
+    add_volunteer_commands(sub, agent_sub)
 
     agents = sub.add_parser("agents", help="enrolled agents by hardware class: idle, busy or lost")
     agents.add_argument("--address", required=True)
@@ -280,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--as", dest="label", required=True, help='what it ran on, e.g. "TR 3955WX 2x3090+A4500"')
     imp.add_argument("--engine", choices=["llama.cpp", "ik_llama.cpp"], default=None)
     _store_options(imp)
-    imp.add_argument("--run-id", default=None)
+    imp.add_argument("--run-id", default=None, type=run_id_arg)
     imp.set_defaults(func=cmd_import)
 
     rep = sub.add_parser("report", help="markdown / csv / json / html report of stored records")

@@ -23,6 +23,9 @@ from pydantic import (AfterValidator, AliasChoices, BaseModel, ConfigDict,
                       ValidationError, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from agent.flags import (ARG_BOUNDS, NAME_MAX, OT_MAX, TINY_PARAM_MAX,
+                         cmake_flag_problem, commit_problem, git_ref_problem, name_problem,
+                         path_problem, ref_name_problem, repo_problem, version_problem)
 from coordinator.yaml_lines import Lines, MatrixError, format_key, load_with_lines
 
 __all__ = [
@@ -68,25 +71,11 @@ TOOLS = ("llama-bench", "llama-sweep-bench")
 ALIASES = {"b": "batch", "ub": "ubatch"}
 SHORT = {long: short for short, long in ALIASES.items()}
 
-CMAKE_ALLOWED_EXACT = ("CMAKE_BUILD_TYPE", "CMAKE_CUDA_ARCHITECTURES", "BUILD_SHARED_LIBS")
-CMAKE_ALLOWED_PREFIXES = ("GGML_", "LLAMA_")
-CMAKE_TYPES = ("BOOL", "STRING", "PATH", "FILEPATH", "INTERNAL", "UNINITIALIZED")
-_CMAKE_FLAG = re.compile(r"-D([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z]+))?=(.*)", re.S)
-_CMAKE_VALUE = re.compile(r"[A-Za-z0-9_.,;=+-]*")
-_CMAKE_BOOL = ("ON", "OFF", "TRUE", "FALSE", "YES", "NO", "Y", "N", "1", "0")
-# CMAKE_CUDA_ARCHITECTURES: compute capabilities without the dot (86, 90a, 120f), each
-# optionally -real/-virtual, joined by ';'; or one of cmake's special values.
-_CUDA_ARCH = re.compile(r"\d+[af]?(-real|-virtual)?")
-_CUDA_ARCH_SPECIAL = ("native", "all", "all-major", "OFF")
-
-_NAME = re.compile(r"[A-Za-z0-9._-]+")
-_REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+@-]*")
-_COMMIT = re.compile(r"[0-9a-fA-F]{7,40}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")
-_TS = re.compile(r"\d+(\.\d+)?(/\d+(\.\d+)?)*")
-_GIT_SCP = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+")
-_REPO_SCHEMES = ("https", "ssh", "git", "file")
+_TS = re.compile(r"[0-9]+(\.[0-9]+)?(/[0-9]+(\.[0-9]+)?)*")
+# The run id is "<name>-<12 hex>" (plus "-YYYYmmddTHHMMSS" with --fresh) and must stay a
+# valid name for the agent, so the matrix name leaves room for both suffixes.
+MATRIX_NAME_MAX = NAME_MAX - len("-0123456789ab-20250101T000000")
 
 
 def _fail(message: str):
@@ -107,9 +96,23 @@ def did_you_mean(word: str, candidates, *, fold_case: bool = False) -> str:
 
 # ---------------------------------------------------------------- scalar checks
 
-def _name(v: str) -> str:
-    if not _NAME.fullmatch(v):
-        _fail(f"{v!r} is not a valid name (letters, digits, '.', '_', '-')")
+def _check(problem_of):
+    """A pydantic after-validator from an ``agent.flags`` check, with the check's message."""
+    def check(v: str) -> str:
+        problem = problem_of(v)
+        if problem:
+            _fail(problem)
+        return v
+    return check
+
+
+_name = _check(name_problem)
+
+
+def _matrix_name(v: str) -> str:
+    _name(v)
+    if len(v) > MATRIX_NAME_MAX:
+        _fail(f"the matrix name is longer than {MATRIX_NAME_MAX} characters (its run id must stay a name)")
     return v
 
 
@@ -124,32 +127,6 @@ def _canonical(table, what: str):
     return check
 
 
-def git_ref_problem(name: str) -> str | None:
-    """Why ``name`` fails ``git check-ref-format`` (plus no leading '-'), or None."""
-    if not name:
-        return "it is empty"
-    if name == "@":
-        return "it is '@'"
-    if name.startswith("-"):
-        return "it starts with '-'"
-    for bad in ("..", "@{", "//"):
-        if bad in name:
-            return f"it contains {bad!r}"
-    for ch in name:
-        if ord(ch) < 0x20 or ord(ch) == 0x7F or ch in " ~^:?*[\\":
-            return f"it contains {ch!r}"
-    if name.startswith("/") or name.endswith("/"):
-        return "it starts or ends with '/'"
-    if name.endswith("."):
-        return "it ends with '.'"
-    for part in name.split("/"):
-        if part.startswith("."):
-            return "a component starts with '.'"
-        if part.endswith(".lock"):
-            return "a component ends with '.lock'"
-    return None
-
-
 def _git_ref(v: str) -> str:
     problem = git_ref_problem(v)
     if problem:
@@ -158,63 +135,21 @@ def _git_ref(v: str) -> str:
 
 
 def _commit(v: str) -> str:
-    if not _COMMIT.fullmatch(v):
-        _fail(f"{v!r} is not a commit id (7 to 40 hex digits)")
+    _check(commit_problem)(v)
     return v.lower()
 
 
-def _ref_name(v: str) -> str:
-    if not _REF_NAME.fullmatch(v):
-        _fail(f"{v!r} is not a valid ref name (letters, digits and ._/+@-, starting with a letter or digit)")
-    return v
+_ref_name = _check(ref_name_problem)
+_cmake_flag = _check(cmake_flag_problem)
+_repo = _check(repo_problem)
+_version = _check(version_problem)
 
 
-def _cmake_flag(flag: str) -> str:
-    m = _CMAKE_FLAG.fullmatch(flag)
-    if not m:
-        _fail(f"bad cmake flag {flag!r}: expected -D<NAME>=<VALUE>")
-    name, typ, value = m.groups()
-    if not (name in CMAKE_ALLOWED_EXACT or name.startswith(CMAKE_ALLOWED_PREFIXES)):
-        _fail(f"bad cmake flag {flag!r}: {name} is not allowed (allowed: GGML_*, LLAMA_*, "
-              + ", ".join(CMAKE_ALLOWED_EXACT) + ")")
-    if typ is not None and typ.upper() not in CMAKE_TYPES:
-        _fail(f"bad cmake flag {flag!r}: unknown cache type {typ!r}")
-    if not _CMAKE_VALUE.fullmatch(value):
-        _fail(f"bad cmake flag {flag!r}: the value may only hold letters, digits and _.,;=+-")
-    if name == "GGML_CUDA" and value.upper() not in _CMAKE_BOOL:
-        _fail(f"bad cmake flag {flag!r}: GGML_CUDA is ON or OFF")
-    if name == "CMAKE_CUDA_ARCHITECTURES":
-        _cuda_architectures(flag, value)
-    return flag
-
-
-def _cuda_architectures(flag: str, value: str) -> None:
-    if value in _CUDA_ARCH_SPECIAL:
-        return
-    for arch in value.split(";"):
-        if not _CUDA_ARCH.fullmatch(arch):
-            hint = (f"; write compute capability {arch} as {arch.replace('.', '')}"
-                    if re.fullmatch(r"\d+\.\d+", arch) else "")
-            _fail(f"bad cmake flag {flag!r}: {arch!r} is not a CUDA architecture (digits such as 86 or "
-                  f"90a, joined by ';', or one of {', '.join(_CUDA_ARCH_SPECIAL)}){hint}")
-
-
-def _repo(v: str) -> str:
-    if not v or any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
-        _fail(f"{v!r} is not a repository: empty or holds control characters")
-    if v.startswith("-"):
-        _fail(f"{v!r} is not a repository: it starts with '-'")
-    if "://" in v:
-        scheme = v.split("://", 1)[0].lower()
-        if scheme not in _REPO_SCHEMES:
-            _fail(f"{v!r}: scheme {scheme!r} is not allowed (use https, ssh, git or file)")
-        if any(c.isspace() for c in v):
-            _fail(f"{v!r} is not a git URL: it holds whitespace")
-        return v
-    if "::" in v:
-        _fail(f"{v!r}: git transport syntax '<transport>::' is not allowed")
-    if "@" in v.split("/", 1)[0] and not _GIT_SCP.fullmatch(v):
-        _fail(f"{v!r} is not a git URL (expected user@host:path)")
+def _model_path(v: str) -> str:
+    _one_line(v)
+    problem = path_problem(v)
+    if problem:
+        _fail(f"not a usable model path: {problem}")
     return v
 
 
@@ -235,11 +170,31 @@ Quant = Annotated[str, AfterValidator(_canonical(KNOWN_QUANTS, "quant type"))]
 KvType = Annotated[str, AfterValidator(_canonical(KV_TYPES, "KV cache type"))]
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
-Ngl = Annotated[int, Field(ge=-1)]
-Mla = Annotated[int, Field(ge=0, le=3)]
+
+
+def _bounded(arg: str):
+    """An int tool arg within the bounds the agent enforces too (``agent.flags.ARG_BOUNDS``)."""
+    lo, hi = ARG_BOUNDS[arg]
+    return Annotated[int, Field(ge=lo, le=hi)]
+
+
+NPrompt = _bounded("n_prompt")
+NGen = _bounded("n_gen")
+Depth = _bounded("depth")
+NBatch = _bounded("batch")
+NUBatch = _bounded("ubatch")
+Threads = _bounded("threads")
+Ngl = _bounded("ngl")
+Mla = _bounded("mla")
+Amb = _bounded("amb")
+Ctx = _bounded("ctx")
+NRep = _bounded("nrep")
+Gpus = _bounded("gpus")
+TinyDim = Annotated[int, Field(ge=1, le=TINY_PARAM_MAX)]
 SplitMode = Literal["none", "layer", "row", "graph"]
 TensorSplit = Annotated[str, AfterValidator(_ts)]
 OneLine = Annotated[str, AfterValidator(_one_line)]
+Overrides = Annotated[str, Field(max_length=OT_MAX), AfterValidator(_one_line)]
 ToolName = Literal["llama-bench", "llama-sweep-bench"]
 CmakeFlag = Annotated[str, AfterValidator(_cmake_flag)]
 GitRef = Annotated[str, AfterValidator(_git_ref)]
@@ -255,7 +210,7 @@ class _Strict(BaseModel):
 
 _OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
         ">": operator.gt, "<": operator.lt}
-_CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)?\s*(\d+(?:\.\d+)?)\s*")
+_CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)?\s*([0-9]+(?:\.[0-9]+)?)\s*")
 
 
 @dataclass(frozen=True)
@@ -341,8 +296,7 @@ GbRange = Annotated[Range, PlainValidator(lambda v: Range.parse(v, integer=False
 class Sdist(_Strict):
     """A registry sdist that vendors an engine tree; each version becomes one commit tagged v<version>."""
     package: Name = Field(description="registry package name, e.g. llama-cpp-python")
-    versions: list[Annotated[str, AfterValidator(lambda v: v if _VERSION.fullmatch(v) else _fail(
-        f"{v!r} is not a package version"))]] = Field(min_length=1, description="versions, oldest first; each is tag v<version>")
+    versions: list[Annotated[str, AfterValidator(_version)]] = Field(min_length=1, description="versions, oldest first; each is tag v<version>")
 
     @field_validator("versions")
     @classmethod
@@ -383,11 +337,11 @@ class Engine(_Strict):
 
 class TinyParams(_Strict):
     """Shape of a generated tiny model; unset fields keep the generator's defaults."""
-    n_embd: PosInt | None = Field(None, description="embedding width (multiple of n_head)")
-    n_layer: PosInt | None = Field(None, description="number of layers")
-    n_ff: PosInt | None = Field(None, description="feed-forward width")
-    n_head: PosInt | None = Field(None, description="attention heads")
-    n_vocab: PosInt | None = Field(None, description="vocabulary size (> 259: specials + byte tokens)")
+    n_embd: TinyDim | None = Field(None, description="embedding width (multiple of n_head)")
+    n_layer: TinyDim | None = Field(None, description="number of layers")
+    n_ff: TinyDim | None = Field(None, description="feed-forward width")
+    n_head: TinyDim | None = Field(None, description="attention heads")
+    n_vocab: TinyDim | None = Field(None, description="vocabulary size (> 259: specials + byte tokens)")
 
     @model_validator(mode="after")
     def _shape(self) -> "TinyParams":
@@ -409,7 +363,8 @@ class Model(_Strict):
     """A model: either generated (``generate``) or an existing file (``path``)."""
     generate: Literal["tiny-llama"] | None = Field(None, description="generate a tiny random-weight F32 model")
     params: TinyParams | None = Field(None, description="shape of the generated model")
-    path: OneLine | None = Field(None, description="path of an existing GGUF file (first shard)")
+    path: Annotated[str, AfterValidator(_model_path)] | None = Field(
+        None, description="path of an existing GGUF file (first shard); no '..' component")
     sha256: str | None = Field(None, description="expected sha256 of the file, 64 hex digits")
 
     @field_validator("sha256")
@@ -443,7 +398,8 @@ class RefSpec(_Strict):
     branch: GitRef | None = Field(None, description="a branch (refs/heads/<branch>)")
     tag: GitRef | None = Field(None, description="a tag (refs/tags/<tag>)")
     commit: Commit | None = Field(None, description="a commit id, 7-40 hex digits")
-    pr: PosInt | None = Field(None, description="a pull request number (refs/pull/N/head)")
+    pr: Annotated[int, Field(ge=1, le=999_999_999)] | None = Field(
+        None, description="a pull request number (refs/pull/N/head)")
 
     @model_validator(mode="before")
     @classmethod
@@ -470,11 +426,11 @@ class RefSpec(_Strict):
 
 class BatchPair(_Strict):
     """A batch axis value that sets n_batch and n_ubatch together."""
-    b: PosInt = Field(description="n_batch (-b)")
-    ub: PosInt | None = Field(None, description="n_ubatch (-ub)")
+    b: NBatch = Field(description="n_batch (-b)")
+    ub: NUBatch | None = Field(None, description="n_ubatch (-ub)")
 
 
-Batch = Annotated[Union[Annotated[int, Field(ge=1), Tag("int")], Annotated[BatchPair, Tag("pair")]],
+Batch = Annotated[Union[Annotated[NBatch, Tag("int")], Annotated[BatchPair, Tag("pair")]],
                   Discriminator(lambda v: "pair" if isinstance(v, (dict, BatchPair)) else "int")]
 
 _ARG_DOCS = {
@@ -499,25 +455,25 @@ def _f(name: str):
 
 class ToolArgs(_Strict):
     """Default tool arguments for every cell; an axis or include of the same name overrides them."""
-    n_prompt: NonNegInt | None = _f("n_prompt")
-    n_gen: NonNegInt | None = _f("n_gen")
-    depth: NonNegInt | None = _f("depth")
-    batch: PosInt | None = _f("batch")
-    ubatch: PosInt | None = _f("ubatch")
-    threads: PosInt | None = _f("threads")
+    n_prompt: NPrompt | None = _f("n_prompt")
+    n_gen: NGen | None = _f("n_gen")
+    depth: Depth | None = _f("depth")
+    batch: NBatch | None = _f("batch")
+    ubatch: NUBatch | None = _f("ubatch")
+    threads: Threads | None = _f("threads")
     ngl: Ngl | None = _f("ngl")
     fa: bool | None = _f("fa")
     ctk: KvType | None = _f("ctk")
     ctv: KvType | None = _f("ctv")
     mla: Mla | None = _f("mla")
-    amb: NonNegInt | None = _f("amb")
+    amb: Amb | None = _f("amb")
     rtr: bool | None = _f("rtr")
     fmoe: bool | None = _f("fmoe")
-    ctx: PosInt | None = _f("ctx")
-    nrep: PosInt | None = _f("nrep")
+    ctx: Ctx | None = _f("ctx")
+    nrep: NRep | None = _f("nrep")
     sm: SplitMode | None = _f("sm")
     ts: TensorSplit | None = _f("ts")
-    ot: OneLine | None = _f("ot")
+    ot: Overrides | None = _f("ot")
     mmap: bool | None = _f("mmap")
 
     def given(self) -> dict:
@@ -539,7 +495,7 @@ class AxisValues(ToolArgs):
     ref: str | None = Field(None, description="a ref name from matrix.ref")
     model: str | None = Field(None, description="a model name from models:")
     quant: Quant | None = Field(None, description="quant type")
-    gpus: NonNegInt | None = Field(None, description="number of GPUs visible (the first k)")
+    gpus: Gpus | None = Field(None, description="number of GPUs visible (the first k)")
     tool: ToolName | None = Field(None, description="benchmark tool")
     batch: Batch | None = _f("batch")           # here a {b, ub} pair is allowed too
 
@@ -557,27 +513,27 @@ class MatrixAxes(_Strict):
     ref: list[RefSpec] = Field(min_length=1, description="engine builds to compare (required)")
     model: list[str] | None = Field(None, min_length=1, description="model names; optional with one model")
     quant: list[Quant] | None = Field(None, min_length=1, description="quant types; absent = the file as is")
-    gpus: list[NonNegInt] | None = Field(None, min_length=1, description="first k GPUs visible")
+    gpus: list[Gpus] | None = Field(None, min_length=1, description="first k GPUs visible")
     tool: list[ToolName] | None = Field(None, min_length=1, description="benchmark tools")
-    n_prompt: list[NonNegInt] | None = _axis("n_prompt")
-    n_gen: list[NonNegInt] | None = _axis("n_gen")
-    depth: list[NonNegInt] | None = _axis("depth")
+    n_prompt: list[NPrompt] | None = _axis("n_prompt")
+    n_gen: list[NGen] | None = _axis("n_gen")
+    depth: list[Depth] | None = _axis("depth")
     batch: list[Batch] | None = _axis("batch", " or {b, ub} pairs")
-    ubatch: list[PosInt] | None = _axis("ubatch")
-    threads: list[PosInt] | None = _axis("threads")
+    ubatch: list[NUBatch] | None = _axis("ubatch")
+    threads: list[Threads] | None = _axis("threads")
     ngl: list[Ngl] | None = _axis("ngl")
     fa: list[bool] | None = _axis("fa")
     ctk: list[KvType] | None = _axis("ctk")
     ctv: list[KvType] | None = _axis("ctv")
     mla: list[Mla] | None = _axis("mla")
-    amb: list[NonNegInt] | None = _axis("amb")
+    amb: list[Amb] | None = _axis("amb")
     rtr: list[bool] | None = _axis("rtr")
     fmoe: list[bool] | None = _axis("fmoe")
-    ctx: list[PosInt] | None = _axis("ctx")
-    nrep: list[PosInt] | None = _axis("nrep")
+    ctx: list[Ctx] | None = _axis("ctx")
+    nrep: list[NRep] | None = _axis("nrep")
     sm: list[SplitMode] | None = _axis("sm")
     ts: list[TensorSplit] | None = _axis("ts")
-    ot: list[OneLine] | None = _axis("ot")
+    ot: list[Overrides] | None = _axis("ot")
     mmap: list[bool] | None = _axis("mmap")
     exclude: list[AxisValues] = Field(default_factory=list, description="partial combinations to drop")
     include: list[AxisValues] = Field(default_factory=list, description="combinations to extend or add")
@@ -752,7 +708,7 @@ MAINLINE_ONLY = {
 
 class Matrix(_Strict):
     """A matrix file: what to build, which models, which axes to sweep, where to run."""
-    name: Name = Field(description="matrix name, [A-Za-z0-9._-]+")
+    name: Annotated[str, AfterValidator(_matrix_name)] = Field(description="matrix name, [A-Za-z0-9._-]+")
     description: str | None = Field(None, description="free text")
     engines: dict[Name, Engine] = Field(min_length=1, description="engine name -> engine")
     models: dict[Name, Model] = Field(min_length=1, description="model name -> model")

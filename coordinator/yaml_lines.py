@@ -81,8 +81,9 @@ def _walk(loader, node: Node, path: tuple, lines: Lines, file: str, seen: set[in
 def parse_with_lines(text: str, file: str | Path = "<string>") -> tuple[Any, Lines]:
     """Parse YAML text; return (data, lines). See :func:`load_with_lines`."""
     file = str(file)
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)     # the reader refuses control characters right here
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -94,12 +95,18 @@ def parse_with_lines(text: str, file: str | Path = "<string>") -> tuple[Any, Lin
         problem = exc.problem or exc.context or "invalid YAML"
         raise MatrixError(file, mark.line + 1 if mark else None, None,
                           f"YAML syntax error: {problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise MatrixError(file, line, None, f"YAML error: character {char!r} is not allowed "
+                          "(control characters cannot appear in YAML)") from None
     except yaml.YAMLError as exc:
         raise MatrixError(file, None, None, f"YAML error: {exc}") from None
     except RecursionError:
         raise MatrixError(file, None, None, "YAML nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines
 
 

@@ -32,9 +32,11 @@ def wait_for(predicate, seconds: float, interval: float = 1.0):
 
 
 def two_ref_matrix(tmp_path, name: str, quants=("Q8_0",), reps: int = 3, timeout_s: int = 300,
-                   uarch: str | None = None) -> str:
+                   uarch: str | None = None, refs=("A", "B")) -> str:
     """A matrix file comparing llama.cpp v0.3.35 (A) with v0.3.36 (B) from the registry
-    sdists on the tiny model; ``uarch`` limits it to agents of that CPU."""
+    sdists on the tiny model; ``uarch`` limits it to agents of that CPU; ``refs`` picks
+    which of A and B it holds."""
+    tags = {"A": "v0.3.35", "B": "v0.3.36"}
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"""name: {name}
 engines:
@@ -47,7 +49,7 @@ hygiene: {{drop_caches: off}}
 timeout_s: {timeout_s}
 hardware: {{{f"cpu: {{uarch: {uarch}}}" if uarch else ""}}}
 matrix:
-  ref: [{{name: A, engine: mainline, tag: v0.3.35}}, {{name: B, engine: mainline, tag: v0.3.36}}]
+  ref: [{", ".join(f"{{name: {r}, engine: mainline, tag: {tags[r]}}}" for r in refs)}]
   quant: [{", ".join(quants)}]
 """)
     return str(path)

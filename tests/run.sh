@@ -6,12 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in git cmake c++ ccache; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+for tool in git cmake c++ ccache bwrap; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages for: ${need[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git cmake g++ make ccache >/dev/null
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git cmake g++ make ccache bubblewrap >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 

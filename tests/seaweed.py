@@ -145,14 +145,20 @@ class SeaweedS3:
         return self
 
     def _wait_ready(self) -> None:
-        """Poll head_bucket until it succeeds, the process dies, or START_TIMEOUT passes."""
+        """Poll until the bucket answers and an object goes in and comes back out (the S3
+        gateway can answer before its volume server has loaded the data of a restart), the
+        process dies, or START_TIMEOUT passes. The probe object is deleted again."""
         deadline, client, err = time.monotonic() + START_TIMEOUT, self.client(), None
+        probe = f".ready-{secrets.token_hex(4)}"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = f"weed exited with code {self.proc.returncode}"
                 break
             try:
                 client.head_bucket(Bucket=self.bucket)
+                client.put_object(Bucket=self.bucket, Key=probe, Body=b"ready")
+                assert client.get_object(Bucket=self.bucket, Key=probe)["Body"].read() == b"ready"
+                client.delete_object(Bucket=self.bucket, Key=probe)
                 return
             except Exception as e:      # connection refused, 503 while starting, 404 before the bucket exists
                 err = repr(e)

@@ -307,3 +307,26 @@ def test_truncated_samples_raise_only_parse_error_and_posted_text_never_raises(p
                 except ParseError:
                     pass
             assert isinstance(parse_posted_text(piece), list)
+
+
+def test_an_infinite_or_unreadable_speed_is_garbage_not_a_measurement():
+    """1e999 in JSON is infinity; a 400-digit speed overflows to it too; either would make
+    every statistic downstream meaningless (the fuzzer found the importer crashing on it)."""
+    import math
+
+    from coordinator.importers import import_text
+
+    text = sample("11").read_text()
+    jsonl = text.split("#### jsonl")[1].split("####")[0]
+    with pytest.raises(ParseError, match="finite"):
+        parse_llama_bench_jsonl(jsonl.replace('"samples_ts": [ ', '"samples_ts": [ 1e999, ', 1))
+    records = import_text(text.replace('"samples_ts": [ ', '"samples_ts": [ 1e999, '), "box")
+    assert all(all(math.isfinite(s) for m in r["metrics"].values() for s in m["samples"]) for r in records)
+    table = "| model | size | params | backend | threads | test | t/s |\n| --- | ---: | ---: | --- | ---: | ---: | ---: |\n"
+    rows = "| llama 7B Q4_0 | 3.56 GiB | 6.74 B | CPU | 8 | pp512 | {} |\n"
+    good = parse_llama_bench_markdown(table + rows.format("12.50 ± 0.10") + rows.format("9" * 400 + " ± 1.0")
+                                      + rows.format("1.2.3 ± 0.1")
+                                      + rows.format("13.0 ± 0.1").replace("3.56 GiB", "1.5.6 GiB"))
+    assert [r.avg_ts for r in good.bench_rows] == [12.5, 13.0]
+    assert good.bench_rows[1].fields["model_size"] == "1.5.6 GiB"      # kept as posted, not a number
+    assert sum("not a finite number" in note for note in good.notes) == 2

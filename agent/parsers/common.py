@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 
@@ -91,7 +92,7 @@ def coerce(key: str, value):
 def _as_int(value, key: str, where: str) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):     # OverflowError: JSON's 1e999 is infinity
         raise ParseError(f"expected an integer for {key!r} in {where}, got {value!r}") from None
 
 
@@ -99,9 +100,12 @@ def _as_float(value, key: str, where: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ParseError(f"expected a number for {key!r} in {where}, got {value!r}") from None
+    if not math.isfinite(number):       # a speed of inf or nan is garbage, not a measurement
+        raise ParseError(f"expected a finite number for {key!r} in {where}, got {value!r}")
+    return number
 
 
 def _as_list(value, cast, key: str, where: str) -> list:
@@ -115,9 +119,12 @@ def _as_list(value, cast, key: str, where: str) -> list:
     if not isinstance(value, list):
         raise ParseError(f"expected a list for {key!r} in {where}, got {value!r}")
     try:
-        return [cast(v) for v in value]
-    except (TypeError, ValueError):
+        numbers = [cast(v) for v in value]
+    except (TypeError, ValueError, OverflowError):
         raise ParseError(f"expected numbers in {key!r} in {where}") from None
+    if not all(math.isfinite(v) for v in numbers):
+        raise ParseError(f"expected finite numbers in {key!r} in {where}")
+    return numbers
 
 
 def bench_row_from_record(rec: Mapping, where: str, *, text_values: bool = False) -> BenchRow:
@@ -170,7 +177,7 @@ def build_info(rows: list[BenchRow]) -> tuple[str | None, int | None]:
     commit, number = builds.pop()
     try:
         number = int(number) if number is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = None
     return (str(commit) if commit is not None else None), number
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -101,10 +102,13 @@ def _convert(name: str, value: str, engine: str | None):
     key = DISPLAY_TO_FIELD.get(name, name)
     if name == "ot":
         key = "override_tensor" if engine == IK else "tensor_buft_overrides"
-    if key == "model_size" and (m := _SIZE_RE.match(value)):
-        return key, int(round(float(m[1]) * _SIZE_MULT[m[2]]))
-    if key == "model_n_params" and (m := _PARAMS_RE.match(value)):
-        return key, int(round(float(m[1]) * _PARAMS_MULT[m[2]]))
+    try:            # 400 digits are infinite as a float (round() refuses it); "1.5.6" fits [\d.]+
+        if key == "model_size" and (m := _SIZE_RE.match(value)):
+            return key, int(round(float(m[1]) * _SIZE_MULT[m[2]]))
+        if key == "model_n_params" and (m := _PARAMS_RE.match(value)):
+            return key, int(round(float(m[1]) * _PARAMS_MULT[m[2]]))
+    except (OverflowError, ValueError):
+        return key, value
     return key, coerce(key, value)
 
 
@@ -143,10 +147,17 @@ def bench_table_output(table: PipeTable) -> ParsedOutput:
         if counts is None or ts is None:
             out.notes.append(f"line {n}: skipped row, unreadable test {cells[i_test]!r} or t/s {cells[i_ts]!r}")
             continue
+        try:
+            avg, sd = float(ts[1]), (float(ts[2]) if ts[2] is not None else None)
+        except ValueError:              # "1.2.3" fits the pattern's [\d.]+
+            avg = sd = math.nan
+        if not math.isfinite(avg) or (sd is not None and not math.isfinite(sd)):
+            out.notes.append(f"line {n}: skipped row, t/s {cells[i_ts]!r} is not a finite number")
+            continue
         fields = dict(_convert(name, cells[k], engine) for k, name in enumerate(names) if k not in (i_test, i_ts))
         out.bench_rows.append(BenchRow(
-            test=label, n_prompt=counts[0], n_gen=counts[1], n_depth=counts[2], avg_ts=float(ts[1]),
-            stddev_ts=float(ts[2]) if ts[2] is not None else None, samples_ts=[], samples_ns=[], fields=fields))
+            test=label, n_prompt=counts[0], n_gen=counts[1], n_depth=counts[2], avg_ts=avg,
+            stddev_ts=sd, samples_ts=[], samples_ns=[], fields=fields))
     if not out.bench_rows:
         raise ParseError("llama-bench markdown table has no readable rows "
                          "(expected '| ... | pp512 | 12.34 ± 0.56 |')", table.header_line)

@@ -6,6 +6,7 @@ llama-sweep-bench exists only in ik_llama.cpp (mainline has none), so its output
 from __future__ import annotations
 
 import json
+import math
 import re
 
 from .common import IK
@@ -46,8 +47,10 @@ def _row(values: dict, extra: dict, where: str) -> SweepRow:
         raise ParseError(f"sweep-bench row has no usable {', '.join(missing)} in {where}")
     try:
         core = {k: (int(values[k]) if k in ("pp", "tg", "n_kv") else float(values[k])) for k in CORE}
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):    # OverflowError: int() of an infinite "1e999"
         raise ParseError(f"expected numbers for {', '.join(CORE)} in {where}") from None
+    if not all(math.isfinite(v) for v in core.values()):
+        raise ParseError(f"expected finite numbers for {', '.join(CORE)} in {where}")
     rest = {k: v for k, v in values.items() if k not in CORE}
     return SweepRow(**core, extra={**extra, **rest})
 

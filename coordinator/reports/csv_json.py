@@ -1,5 +1,6 @@
 """CSV (one row per record x metric, every sample kept) and JSON (record summaries,
-the per-class aggregates, the pivot and the comparisons) for spreadsheets and scripts.
+the per-class aggregates, the pivot, the comparisons and the cross-checks of replicated
+cells) for spreadsheets and scripts.
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def report_dict(report: Report, records: list[dict]) -> dict:
     for (hw_class, _), s in report.summaries.items():
         cells.append({"hardware_class": hw_class, "params": s.params, "records": s.records,
                       "statuses": dict(s.statuses),
-                      "metrics": {m: {"test": p.test, "n": p.n, "mean": p.mean, "sd": p.sd}
+                      "metrics": {m: {"test": p.test, "n": p.n, "mean": p.mean, "sd": p.sd,
+                                      **({"replicas_disagree": True} if p.flag else {})}
                                   for m, p in s.metrics.items()}})
     pivots = {}
     for metric in report.metrics:
@@ -80,7 +82,7 @@ def report_dict(report: Report, records: list[dict]) -> dict:
     return {"format": "hwmatrix-report", "version": 1,
             "classes": [{"id": c, "name": n, "origin": report.origins[c]} for c, n in report.classes.items()],
             "records": [record_summary(r) for r in records], "cells": cells, "pivot": pivots,
-            "comparisons": report.comparisons}
+            "comparisons": report.comparisons, "checks": report.checks}
 
 
 def _finite(value):

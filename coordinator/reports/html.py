@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from .model import METRIC_TITLES, Report, comparison_cells, comparison_headers, correction_name, display
+from .model import (CHECK_NOTE, METRIC_TITLES, Report, check_counts, check_headers, check_headline, check_rows,
+                    comparison_cells, comparison_headers, correction_name, display)
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -16,6 +17,7 @@ th{background:#f2f2f2;text-align:left;white-space:normal;max-width:16em;vertical
 .wide{overflow-x:auto} .read{color:#555;font-style:italic;margin:.2em 0 .4em} .note{color:#a15c00}
 img{max-width:100%;display:block;margin:.3em 0 1.5em}
 .slower{color:#c0392b;font-weight:bold} .faster{color:#27ae60;font-weight:bold}
+.DISAGREE{color:#c0392b;font-weight:bold} .alert{color:#c0392b}
 """
 
 
@@ -58,6 +60,9 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
     body = ["<h1>hwmatrix report</h1>",
             f"<p>{report.n_records} records, {len(report.classes)} hardware classes, {len(report.cells)} cells. "
             "Values are tokens/s, mean ± sd over every repetition of every run of a cell.</p>"]
+    if report.checks:
+        alert = ' class="alert"' if check_counts(report)["disagree"] else ""
+        body.append(f"<p{alert}><b>{escape(check_headline(report))}</b></p>")
     if report.comparisons:
         comps = report.comparisons
         tested = sum(1 for c in comps if c.get("p_adjusted") is not None)
@@ -75,6 +80,12 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
                             f" · {escape(str(c.get('metric')))}: {escape('; '.join(c['warnings']))}</li>"
                             for c in warned)
             body.append(f"<h3>Warnings</h3><ul>{items}</ul>")
+    if report.checks:
+        rows = check_rows(report)
+        body.append("<h2>Cross-checks</h2>")
+        if rows:
+            body.append(_table(check_headers(), rows, numeric=set(), cls_col=0))
+        body.append(f"<p>{check_counts(report)['agree']} pair(s) agree. {escape(CHECK_NOTE)}</p>")
     body.append("<h2>Across hardware</h2>")
     for metric in report.metrics:
         headers, rows = report.pivot(metric)

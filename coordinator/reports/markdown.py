@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from .model import METRIC_TITLES, Report, comparison_cells, comparison_headers, correction_name, display
+from .model import (CHECK_NOTE, METRIC_TITLES, Report, check_counts, check_headers, check_headline, check_rows,
+                    comparison_cells, comparison_headers, correction_name, display)
 
 PIVOT_COLUMNS = 6
 
@@ -88,10 +89,20 @@ def comparison_section(report: Report, correction: str, ci_level: float) -> str:
     return "\n".join(lines)
 
 
+def check_section(report: Report) -> str:
+    """Disagreements first (DISAGREE), then unknowns; agreements only counted."""
+    rows = check_rows(report)
+    lines = [table(check_headers(), rows), ""] if rows else []
+    lines.append(f"{check_counts(report)['agree']} pair(s) agree. {CHECK_NOTE}")
+    return "\n".join(lines)
+
+
 def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> str:
     parts = ["## hwmatrix report", "",
              f"{report.n_records} records, {len(report.classes)} hardware classes, {len(report.cells)} cells. "
              "Values are tokens/s, mean ± sd over every repetition of every run of a cell.", ""]
+    if report.checks:
+        parts += [f"**{check_headline(report)}**", ""]
     for hw_class, name in report.classes.items():
         origin = " (imported numbers, not measured here)" if report.origins.get(hw_class) == "imported" else ""
         parts += [f"### {name}", "", f"class `{hw_class}`{origin}", "", class_table(report, hw_class), ""]
@@ -104,6 +115,8 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
         parts += ["### Sweep-bench: S_PP and S_TG against N_KV", ""]
         for t in sweeps:
             parts += [t, ""]
+    if report.checks:
+        parts += ["### Cross-checks", "", check_section(report), ""]
     if report.comparisons:
         parts += ["### A/B comparisons", "", comparison_section(report, correction, ci_level), ""]
     return "\n".join(parts)

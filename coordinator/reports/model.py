@@ -4,6 +4,10 @@ the cross-hardware pivot and the sweep-bench curves.
 Built in one pass over the records, so a 100,000-record report costs one aggregation
 whatever the format; repeated runs of a cell on a class are pooled from (n, mean, sd),
 which equals the mean and sd of all their samples without touching the samples again.
+
+Replicated cells (one cell measured by two agents of one class, coordinator/crosscheck.py)
+are still pooled, but a pair that disagrees marks the pooled value with CHECK_FLAG, and the
+pairs are listed in ``Report.checks``.
 """
 from __future__ import annotations
 
@@ -11,10 +15,15 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from coordinator.crosscheck import check_records
+
 METRIC_ORDER = ("pp_tps", "tg_tps", "pg_tps")
 METRIC_TITLES = {"pp_tps": "pp t/s", "tg_tps": "tg t/s", "pg_tps": "pp+tg t/s"}
 # Same prefixes compare-llama-bench.py strips, so names read the way llama.cpp users post them.
 GPU_NAME_STRIP = ("NVIDIA GeForce ", "NVIDIA ", "Tesla ", "AMD Radeon ")
+# appended to a pooled value when two agents' replicas of that cell disagree beyond noise
+CHECK_FLAG = " !"
+CHECK_ORDER = {"disagree": 0, "unknown": 1, "agree": 2}
 
 
 def display(value) -> str:
@@ -79,6 +88,7 @@ class Pooled:
     test: str | None = None
     parts: int = 0
     first_sd: float | None = None
+    flag: str = ""          # CHECK_FLAG when replicas of this value disagree
 
     def add(self, n: int, mean: float, sd: float | None) -> None:
         n = max(int(n), 1)
@@ -99,7 +109,7 @@ class Pooled:
         return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
 
     def text(self) -> str:
-        return f"{self.mean:.2f} ± {self.sd:.2f}" if self.n else "-"
+        return f"{self.mean:.2f} ± {self.sd:.2f}{self.flag}" if self.n else "-"
 
 
 def metric_stats(metric: dict) -> tuple[int, float, float | None] | None:
@@ -145,6 +155,7 @@ class Report:
     comparisons: list[dict]
     metrics: list[str]
     n_records: int
+    checks: list[dict] = field(default_factory=list)     # crosscheck.check_records rows, disagreements first
 
     def label(self, params: dict, skip: tuple = ()) -> str:
         keys = [k for k in (self.varying or self.axes) if k not in skip and k in params]
@@ -239,9 +250,17 @@ def build(records: list[dict], comparisons: list[dict] | None = None) -> Report:
                                key=lambda kv: tuple(_sortable(kv[1].get(a)) for a in order)))
     classes = dict(sorted(names.items(), key=lambda kv: (origins[kv[0]] == "imported", kv[1])))
     metrics = [m for m in METRIC_ORDER if m in metric_names] + sorted(metric_names - set(METRIC_ORDER))
+    checks = sorted(check_records(records), key=lambda c: CHECK_ORDER.get(c["verdict"], 1))
+    for c in checks:
+        if c["verdict"] != "disagree":
+            continue
+        summary = summaries.get((c["hardware_class"], params_key(c["params"])))
+        for m in c.get("metrics") or []:
+            if summary and m.get("verdict") == "disagree" and m["metric"] in summary.metrics:
+                summary.metrics[m["metric"]].flag = CHECK_FLAG
     return Report(classes=classes, origins=origins, axes=axes, varying=varying, cells=sorted_cells,
                   summaries=summaries, sweeps=sweeps, comparisons=list(comparisons or []),
-                  metrics=metrics, n_records=len(records))
+                  metrics=metrics, n_records=len(records), checks=checks)
 
 
 CORRECTIONS = {"holm": "Holm (family-wise error rate)", "bh": "Benjamini-Hochberg (false discovery rate)"}
@@ -278,3 +297,50 @@ def comparison_cells(report: Report, c: dict) -> list[str]:
 def comparison_headers(ci_level: float) -> list[str]:
     return ["hardware class", "cell", "metric", "baseline → candidate", f"ratio [{ci_level:.0%} CI]", "p",
             "p adj", "test", "verdict", "n base/cand", "more runs"]
+
+
+def check_counts(report: Report) -> dict[str, int]:
+    counts = Counter(c["verdict"] for c in report.checks)
+    return {v: counts.get(v, 0) for v in ("disagree", "unknown", "agree")}
+
+
+def check_headline(report: Report) -> str:
+    """One sentence for the top of a report with replicated cells ('' without any)."""
+    if not report.checks:
+        return ""
+    n = check_counts(report)
+    text = (f"Cross-checks: {len(report.checks)} replicated cell pair(s): {n['disagree']} disagree, "
+            f"{n['unknown']} unknown, {n['agree']} agree.")
+    if n["disagree"]:
+        text += f" Values marked '{CHECK_FLAG.strip()}' pool replicas that disagree; see Cross-checks."
+    return text
+
+
+def check_headers() -> list[str]:
+    return ["verdict", "hardware class", "cell", "run", "agents", "detail"]
+
+
+def _agent_text(agent: str, fingerprint) -> str:
+    return f"{agent} (key {str(fingerprint)[:16]})" if fingerprint else agent
+
+
+def check_cells(report: Report, c: dict) -> list[str]:
+    """One cross-check row as text, shared by the markdown and HTML tables."""
+    fps = c.get("fingerprints") or [None, None]
+    agents = " vs ".join(_agent_text(a, f) for a, f in zip(c.get("agents") or [], fps))
+    verdict = "DISAGREE" if c["verdict"] == "disagree" else c["verdict"]
+    return [verdict, report.class_display(c.get("hardware_class")), report.label(c.get("params") or {}),
+            str(c.get("run_id") or "-"), agents, str(c.get("detail") or "")]
+
+
+def check_rows(report: Report) -> list[list[str]]:
+    """Disagreements, then unknowns; agreements are only counted (check_note)."""
+    return [check_cells(report, c) for c in report.checks if c["verdict"] != "agree"]
+
+
+CHECK_NOTE = ("The same cell was measured by two agents of one hardware class. disagree = the difference "
+              "is significant (Holm-adjusted p < 0.05 on per-process means) AND larger than the 10% "
+              "tolerance; agree = the 95% CI of the ratio lies within the tolerance; unknown = too few "
+              "engine processes, too noisy, or a record not ok. A disagreement says the two machines do not "
+              "measure alike (cooling, RAM, background load, a misreporting agent), not which one is off, "
+              "and is not a regression: both ran the same build.")

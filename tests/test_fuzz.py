@@ -1,0 +1,388 @@
+"""Fuzzing what hwmatrix reads from others: matrix files, specs, posted results, tool output.
+
+Properties: bad input raises only the documented error (MatrixError, ValidationError,
+ParseError, ImportFailed; the posted-text scanner raises nothing at all), never another
+exception; whatever a check accepts fits its grammar; and no shell or process is ever
+reached (an autouse fixture makes every way to start one record and raise).
+Derandomized, so CI sees the same inputs every time.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pty
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from agent import flags
+from agent.cellspec import CellSpec
+from agent.parsers import (ParseError, parse_llama_bench_csv, parse_llama_bench_json, parse_llama_bench_jsonl,
+                           parse_llama_bench_markdown, parse_llama_bench_sql, parse_posted_text, parse_sweep_bench)
+from coordinator.errors import UserError
+from coordinator.importers import ImportFailed, import_text
+from coordinator.matrix import ENGINE_KINDS, KNOWN_QUANTS, MatrixError, validate_matrix
+from coordinator.yaml_lines import parse_with_lines
+from tests.conftest import REPO
+from tests.test_parsers import SAMPLES
+from tests.test_untrusted_matrix import BASE
+
+FUZZ = dict(derandomize=True, deadline=None, database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                   HealthCheck.data_too_large, HealthCheck.filter_too_much])
+
+
+# ---------------------------------------------------------------- no process, ever
+
+_SPAWNERS = [(subprocess, "Popen"), (os, "system"), (os, "popen"), (os, "fork"), (os, "forkpty"),
+             (os, "posix_spawn"), (os, "posix_spawnp"), (pty, "spawn"), (pty, "fork")]
+_SPAWNERS += [(os, n) for n in dir(os) if n.startswith(("exec", "spawn"))]
+
+
+@pytest.fixture(autouse=True)
+def no_process(monkeypatch):
+    """Every way to start a process records the attempt and raises; the test fails if any was tried."""
+    calls = []
+
+    def refuse(name):
+        def spawn(*args, **kwargs):
+            calls.append((name, args[:2]))
+            raise AssertionError(f"{name} was called: {args[:2]}")
+        return spawn
+
+    for module, name in _SPAWNERS:
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, refuse(f"{module.__name__}.{name}"))
+    yield calls
+    assert calls == [], f"a process was started: {calls}"
+
+
+def test_the_guard_catches_a_process_start(no_process):
+    with pytest.raises(AssertionError):
+        subprocess.run(["true"])
+    with pytest.raises(AssertionError):
+        os.system("true")
+    assert [name for name, _ in no_process] == ["subprocess.Popen", "os.system"]
+    no_process.clear()
+
+
+# ---------------------------------------------------------------- adversarial material
+
+SHELL_META = set("$`|&<>(){}[]*?!~'\"\\ \t\n\r\0#")
+NASTY = [
+    "", " ", "-", "--", "..", ".", "/", "../../etc/passwd", "a/../b", "-rf", "--upload-pack=touch /tmp/pwned",
+    "$(touch /tmp/pwned)", "`id`", "; rm -rf /", "a\nb", "a\rb", "a\0b", "\x7f", "ext::sh -c id", "-oProxyCommand=id",
+    "x" * 5000, "é", "٨٦", "Q4_0; rm -rf /", "v1..v2", "@{u}", "HEAD", "refs/heads/../x", "nan", "1e999",
+    "-DCMAKE_C_COMPILER_LAUNCHER=sh", "-C/tmp/x", "%s%n", "{{x}}", "*", "~root", "C:\\x", "file:///etc/passwd",
+]
+NASTY_VALUES = st.one_of(
+    st.sampled_from(NASTY), st.text(max_size=30), st.integers(), st.integers(min_value=-2, max_value=5),
+    st.sampled_from([10 ** 30, -10 ** 30, 2 ** 63]), st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(), st.none(), st.sampled_from(list(KNOWN_QUANTS[:5]) + list(ENGINE_KINDS)),
+    st.lists(st.sampled_from(NASTY), max_size=3), st.dictionaries(st.sampled_from(NASTY), st.integers(), max_size=2),
+)
+
+
+def _sample_texts() -> list[str]:
+    return [p.read_text(encoding="utf-8") for p in sorted(SAMPLES.glob("[0-9]*"))]
+
+
+def _matrix_texts() -> list[str]:
+    return [BASE] + [p.read_text(encoding="utf-8") for p in sorted((REPO / "matrices").glob("*.yaml"))]
+
+
+SAMPLE_TEXTS = _sample_texts()
+MATRIX_TEXTS = _matrix_texts()
+PIECES = st.one_of(st.sampled_from(NASTY), st.text(max_size=20),
+                   st.sampled_from(["|", "| --- |", "\n", "[", "]", "{", "}", ",", ":", "\"", "INSERT INTO", ";",
+                                    "CREATE TABLE", "t/s", "| PP | TG | N_KV |", "build_commit,", "-1", "1e308",
+                                    "NaN", "null", "  - ", "&a", "*a", "<<: *a", "!!python/object:os.system", "\t"]))
+
+
+@st.composite
+def mutated(draw, texts: list[str]) -> str:
+    """A real text with a few random cuts, insertions, swaps and duplications."""
+    text = draw(st.sampled_from(texts))
+    for _ in range(draw(st.integers(1, 6))):
+        n = len(text)
+        i = draw(st.integers(0, n))
+        op = draw(st.sampled_from(["cut", "insert", "replace", "truncate", "dup_line", "swap_number"]))
+        if op == "cut":
+            text = text[:i] + text[i + draw(st.integers(1, 200)):]
+        elif op == "insert":
+            text = text[:i] + draw(PIECES) + text[i:]
+        elif op == "replace" and n:
+            text = text[:i] + draw(PIECES) + text[i + 1:]
+        elif op == "truncate":
+            text = text[:i]
+        elif op == "dup_line":
+            lines = text.split("\n")
+            j = draw(st.integers(0, len(lines) - 1))
+            lines.insert(j, lines[j])
+            text = "\n".join(lines)
+        elif op == "swap_number":
+            numbers = list(re.finditer(r"\d+(\.\d+)?", text))
+            if numbers:
+                m = numbers[draw(st.integers(0, len(numbers) - 1))]
+                new = draw(st.sampled_from(["-1", "0", "1e999", "nan", "99999999999999999999999", "x", "", "1.5.6"]))
+                text = text[:m.start()] + new + text[m.end():]
+    return text
+
+
+# ---------------------------------------------------------------- agent.flags checks
+
+def _problem_or_none(result) -> None:
+    assert result is None or (isinstance(result, str) and result.strip())
+
+
+CMAKE_ACCEPTED = re.compile(
+    r"-D(CMAKE_BUILD_TYPE|CMAKE_CUDA_ARCHITECTURES|BUILD_SHARED_LIBS|GGML_[A-Za-z0-9_]*|LLAMA_[A-Za-z0-9_]*)"
+    r"(:(?i:BOOL|STRING|PATH|FILEPATH|INTERNAL|UNINITIALIZED))?=[A-Za-z0-9_.,;=+-]*")
+CMAKE_FLAGS = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda name, typ, value: f"-D{name}{typ}={value}",
+              st.one_of(st.sampled_from(["GGML_CUDA", "GGML_NATIVE", "LLAMA_CURL", "CMAKE_BUILD_TYPE",
+                                         "CMAKE_CUDA_ARCHITECTURES", "BUILD_SHARED_LIBS", "CMAKE_C_COMPILER_LAUNCHER",
+                                         "CMAKE_TOOLCHAIN_FILE", "CMAKE_PROJECT_INCLUDE", "GGML_", "ggml_x"]),
+                        st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)),
+              st.sampled_from(["", ":BOOL", ":string", ":FILEPATH", ":EVIL", ":"]),
+              st.one_of(st.sampled_from(NASTY + ["ON", "86;90a", "86-real;120f", "native", "all-major", "8.6", "-1",
+                                                 "ON;-DCMAKE_C_COMPILER_LAUNCHER=ccache", "a..b", "1;;2"]),
+                        st.text(alphabet="ON0123456789;.-_=+,af$()/ \n", max_size=16))),
+)
+
+
+@settings(max_examples=1500, **FUZZ)
+@given(CMAKE_FLAGS)
+def test_an_accepted_cmake_flag_fits_the_allowlist_and_holds_nothing_a_shell_or_cmake_would_act_on(flag):
+    problem = flags.cmake_flag_problem(flag)
+    _problem_or_none(problem)
+    if problem is None:
+        assert CMAKE_ACCEPTED.fullmatch(flag), flag
+        value = flag.split("=", 1)[1]
+        assert not (set(flag) & SHELL_META) and ".." not in value
+        assert all(not item.startswith("-") or re.fullmatch(r"-[0-9.]+", item) for item in value.split(";"))
+    else:
+        assert flag[:30].strip() == "" or repr(flag)[:20] in problem or "bad cmake flag" in problem
+
+
+@settings(max_examples=1000, **FUZZ)
+@given(st.one_of(st.text(max_size=40), st.sampled_from(NASTY),
+                 st.lists(st.sampled_from(["a", "b", "..", ".", "", "-x", "x.lock", "@{", "~", ":", " ", "é"]),
+                          min_size=1, max_size=4).map("/".join)))
+def test_accepted_names_paths_and_refs_hold_no_way_up_no_option_and_no_control_character(text):
+    control = any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    for check in (flags.name_problem, flags.path_problem, flags.git_ref_problem, flags.repo_problem,
+                  flags.version_problem, flags.ref_name_problem, flags.commit_problem, flags.pr_problem):
+        _problem_or_none(check(text))
+    if flags.name_problem(text) is None:
+        assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", text) and text not in (".", "..")
+    if flags.path_problem(text) is None:
+        assert text and not control and not text.startswith("-") and ".." not in re.split(r"[/\\]", text)
+    if flags.git_ref_problem(text) is None:
+        assert text and not control and not text.startswith("-") and ".." not in text
+        assert not set(text) & set(" ~^:?*[\\")
+    if flags.repo_problem(text) is None:
+        assert text and not control and not text.startswith("-")
+        # git reads '<transport>::<address>' (ext::, fd::) when '::' follows the leading scheme-like run
+        lead = re.match(r"[A-Za-z0-9+.-]*", text).group(0)
+        assert not text[len(lead):].startswith("::")
+        if "://" in text:
+            assert text.split("://", 1)[0].lower() in flags.REPO_SCHEMES
+    if flags.commit_problem(text) is None:
+        assert re.fullmatch(r"[0-9a-fA-F]{7,40}", text)
+    if flags.pr_problem(text) is None:
+        assert re.fullmatch(r"[0-9]{1,9}", text) and int(text) >= 1
+    if flags.version_problem(text) is None:
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*", text) and ".." not in text
+
+
+# ---------------------------------------------------------------- the matrix loader
+
+def _validate_text(text: str):
+    data, lines = parse_with_lines(text, "fuzz.yaml")
+    return validate_matrix(data, lines, "fuzz.yaml")
+
+
+def _only_matrix_errors(load):
+    try:
+        return load()
+    except MatrixError as exc:
+        assert str(exc).startswith("fuzz.yaml") and "\n" not in str(exc)
+        return None
+
+
+@settings(max_examples=1500, **FUZZ)
+@given(st.one_of(mutated(MATRIX_TEXTS), st.text(max_size=200),
+                 st.lists(PIECES, max_size=12).map("".join)))
+def test_matrix_text_loads_or_raises_one_line_matrix_error_only(text):
+    _only_matrix_errors(lambda: _validate_text(text))
+
+
+BASE_DATA = yaml.safe_load(BASE)
+SCHEMA_KEYS = ["name", "engines", "models", "matrix", "args", "tool", "repetitions", "hygiene", "hardware", "compare",
+               "kind", "repo", "sdist", "build", "cmake", "package", "versions", "generate", "path", "params", "sha256",
+               "ref", "tag", "branch", "commit", "pr", "engine", "quant", "threads", "batch", "b", "ub", "ot", "ts",
+               "include", "exclude", "baseline", "metrics", "cpu", "gpu", "count", "vram_gb", "uarch", "min", "max",
+               "timeout_s", "per", "extra_args", "gpus", "n_layer", "n_vocab", "drop_caches", "warmup"]
+
+
+def _paths(data, prefix=()):
+    yield prefix
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _paths(v, prefix + (i,))
+
+
+def _mutate(draw, data, rounds: int) -> None:
+    """1 to ``rounds`` times: a value at a random path replaced by a nasty one, removed, or
+    given an extra key."""
+    for _ in range(draw(st.integers(1, rounds))):
+        path = draw(st.sampled_from([p for p in _paths(data) if p]))
+        parent = data
+        for part in path[:-1]:
+            parent = parent[part]
+        op = draw(st.sampled_from(["set", "set", "drop", "add_key"]))
+        if op == "set":
+            parent[path[-1]] = draw(NASTY_VALUES)
+        elif op == "drop":
+            del parent[path[-1]]
+        elif isinstance(parent[path[-1]], dict):
+            parent[path[-1]][draw(st.sampled_from(SCHEMA_KEYS + NASTY))] = draw(NASTY_VALUES)
+
+
+@st.composite
+def mutated_matrix_data(draw):
+    """The base matrix as data, with values at random paths replaced, removed or given extra keys."""
+    data = json.loads(json.dumps(BASE_DATA))
+    _mutate(draw, data, rounds=4)
+    return data
+
+
+SCHEMA_DATA = st.recursive(
+    NASTY_VALUES, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                          st.dictionaries(st.sampled_from(SCHEMA_KEYS), inner, max_size=4)),
+    max_leaves=12)
+
+
+@settings(max_examples=1200, **FUZZ)
+@given(st.one_of(mutated_matrix_data(), SCHEMA_DATA,
+                 st.dictionaries(st.sampled_from(SCHEMA_KEYS), SCHEMA_DATA, max_size=6)))
+def test_matrix_data_validates_or_raises_matrix_error_and_what_passes_the_matrix_passes_the_agent(data):
+    matrix = _only_matrix_errors(lambda: validate_matrix(data, {}, "fuzz.yaml"))
+    if matrix is not None:
+        _specs_pass_the_agent(data)
+
+
+def _specs_pass_the_agent(data) -> None:
+    """A matrix the coordinator accepts gives specs every agent accepts (else a run would fail late)."""
+    from coordinator.plan import load_plan
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(data, f)
+    try:
+        try:
+            plan = load_plan(f.name)
+        except UserError:
+            return          # YAML could not carry it back unchanged (e.g. a float key); not our question
+        for cell in plan.cells[:20]:
+            spec = cell.to_spec(plan.default_run_id + "-20250101T000000", "file:///tmp/store")
+            CellSpec.model_validate_json(spec.model_dump_json())
+    finally:
+        os.unlink(f.name)
+
+
+# ---------------------------------------------------------------- the agent's spec
+
+def _real_specs() -> list[dict]:
+    from coordinator.plan import load_plan
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate([BASE, BASE.replace("repo: https://github.com/ggml-org/llama.cpp",
+                                                     "sdist: {package: llama-cpp-python, versions: ['0.3.35']}")]):
+            path = Path(tmp) / f"m{i}.yaml"
+            path.write_text(text)
+            plan = load_plan(str(path))
+            out += [json.loads(c.to_spec(plan.default_run_id, "file:///tmp/store").model_dump_json())
+                    for c in plan.cells]
+    return out
+
+
+REAL_SPECS = _real_specs()
+
+
+@st.composite
+def mutated_spec_json(draw) -> str:
+    spec = json.loads(json.dumps(draw(st.sampled_from(REAL_SPECS))))
+    _mutate(draw, spec, rounds=3)
+    text = json.dumps(spec, allow_nan=True)
+    if draw(st.booleans()):
+        text = draw(mutated([text]))
+    return text
+
+
+@settings(max_examples=1500, **FUZZ)
+@given(mutated_spec_json())
+def test_a_mutated_spec_is_refused_with_validation_error_or_accepted_only_with_safe_values(text):
+    from agent.engines import ArgError, invocation
+
+    try:
+        spec = CellSpec.model_validate_json(text)
+    except ValidationError:
+        return
+    for flag in spec.engine.cmake:
+        assert flags.cmake_flag_problem(flag) is None
+    assert spec.engine.repo is None or flags.repo_problem(spec.engine.repo) is None
+    assert spec.model.path is None or flags.path_problem(spec.model.path) is None
+    assert flags.ref_value_problem(spec.ref.kind, spec.ref.value) is None
+    for name in (spec.run_id, spec.cell_id, spec.matrix_name, spec.model.name, spec.engine.name):
+        assert flags.name_problem(name) is None
+    try:
+        argv = invocation(spec, "/bin/llama-bench", "/m.gguf", 1)
+    except ArgError:
+        return
+    assert all(isinstance(a, str) and "\n" not in a and "\0" not in a for a in argv)
+    assert all(not math.isnan(x) for x in [spec.timeout_s])
+
+
+# ---------------------------------------------------------------- parsers and importers
+
+PARSERS = [parse_llama_bench_csv, parse_llama_bench_json, parse_llama_bench_jsonl, parse_llama_bench_markdown,
+           parse_llama_bench_sql, parse_sweep_bench]
+TOOL_TEXT = st.one_of(mutated(SAMPLE_TEXTS), mutated(SAMPLE_TEXTS), st.text(max_size=300),
+                      st.lists(PIECES, max_size=20).map("".join))
+
+
+@settings(max_examples=1500, **FUZZ)
+@given(TOOL_TEXT)
+def test_each_parser_returns_or_raises_parse_error_only_and_the_posted_text_scanner_never_raises(text):
+    for parse in PARSERS:
+        try:
+            parse(text)
+        except ParseError:
+            pass
+    outputs = parse_posted_text(text)
+    assert all(out.bench_rows or out.sweep_rows for out in outputs)
+
+
+@settings(max_examples=1500, **FUZZ)
+@given(TOOL_TEXT, st.sampled_from(["Ryzen 9 + 4090", " ", "x" * 300, "a/../b", "$(id)"]))
+def test_import_returns_records_or_raises_import_failed_only(text, label):
+    try:
+        records = import_text(text, label, source="fuzz.md")
+    except ImportFailed as exc:
+        assert "\n" not in str(exc)
+        return
+    assert records and all(json.dumps(r, allow_nan=True) for r in records)
