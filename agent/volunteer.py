@@ -162,7 +162,7 @@ class Volunteer:
         started = time.monotonic()
         try:
             with sandbox.confined(), published_commits_only(not self.policy.allow_fork_prs):
-                record = run_cells([spec], _progress, grant=_granter(client, lease),
+                records = run_cells([spec], _progress, grant=_granter(client, lease),
                                    identity={"agent_id": creds["agent_id"],
                                              "agent_key_fingerprint": creds["fingerprint"]})
         except BaseException:
@@ -172,10 +172,10 @@ class Volunteer:
         finally:
             self.hours.add(time.monotonic() - started)
         beating.stop()
-        if not record:
+        if not records:
             self._tell(client, "release", {"lease": lease, "reason": "already recorded by this agent"})
             return False
-        _say(f"cell {spec.cell_id}: {record[0].status}" + (f" ({record[0].error})" if record[0].error else ""))
+        _say(f"cell {spec.cell_id}: {records[0].status}" + (f" ({records[0].error})" if records[0].error else ""))
         if beating.lost:
             _say(f"cell {spec.cell_id}: the lease lapsed meanwhile; the coordinator gave the cell to another agent")
             return True

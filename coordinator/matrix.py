@@ -540,6 +540,14 @@ class MatrixAxes(_Strict):
 
     _order: list[str] = PrivateAttr(default_factory=list)
 
+    @field_validator(*AXIS_NAMES, mode="before")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        # "quant:" with nothing under it reads as null; an axis with no values is as wrong as [].
+        if v is None:
+            _fail("an axis needs at least 1 value, got nothing (null)")
+        return v
+
     @model_validator(mode="wrap")
     @classmethod
     def _keep_order(cls, data: Any, handler):
@@ -945,7 +953,8 @@ def _data_path(data: Any, loc: tuple, keep_last: bool) -> tuple:
     """
     path, cur = [], data
     for i, part in enumerate(loc):
-        if isinstance(cur, dict) and part not in cur and SHORT.get(part) in cur:
+        # ``part in SHORT`` first: SHORT.get() gives None, which a YAML null key would match.
+        if isinstance(cur, dict) and part not in cur and part in SHORT and SHORT[part] in cur:
             part = SHORT[part]
         if isinstance(cur, dict) and part in cur:
             cur = cur[part]

@@ -41,6 +41,8 @@ def format_key(path: tuple) -> str:
     for part in path:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
+        elif isinstance(part, str) and (not part or not part.isprintable()):
+            out += f"[{part!r}]"    # a key with a line break (or none at all) must not break the one-line error
         else:
             out += f".{part}" if out else str(part)
     return out

@@ -50,15 +50,23 @@ def normalize_label(label: str) -> str:
     return re.sub(r"\s+", "", label)
 
 
+def to_int(digits: str) -> int:
+    """int() of text a regex already matched as digits: only Python's 4300-digit cap can fail it."""
+    try:
+        return int(digits)
+    except ValueError:
+        raise ParseError(f"a number of {len(digits)} digits is too long") from None
+
+
 def split_label(label: str) -> tuple[int, int, int] | None:
     """(n_prompt, n_gen, n_depth) from a normalized label; ik's gp label 'tg128@pp4096' gives (4096, 128, 0)."""
     m = _LABEL_RE.fullmatch(label)
     if not m:
         return None
-    depth = int(m["d"] or 0)
+    depth = to_int(m["d"] or "0")
     if m["p"] is not None:
-        return int(m["p"]), int(m["pg"] or 0), depth
-    return int(m["gp"] or 0), int(m["g"]), depth
+        return to_int(m["p"]), to_int(m["pg"] or "0"), depth
+    return to_int(m["gp"] or "0"), to_int(m["g"]), depth
 
 
 def make_label(n_prompt: int, n_gen: int, n_depth: int) -> str:
@@ -82,7 +90,10 @@ def coerce(key: str, value):
     if v.lower() in ("true", "false"):
         return v.lower() == "true"
     if _INT_RE.fullmatch(v):
-        n = int(v)
+        try:
+            n = to_int(v)
+        except ParseError:
+            return value        # too long to be a count: keep the text
         return bool(n) if key in BOOL_FIELDS and n in (0, 1) else n
     if _FLOAT_RE.fullmatch(v):
         return float(v)
@@ -114,7 +125,7 @@ def _as_list(value, cast, key: str, where: str) -> list:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ParseError(f"expected a list for {key!r} in {where}, got {value!r}") from None
     if not isinstance(value, list):
         raise ParseError(f"expected a list for {key!r} in {where}, got {value!r}")

@@ -22,15 +22,23 @@ def _output(fmt: str, records: list[tuple[str, dict]]) -> ParsedOutput:
                         build_commit=commit, build_number=number)
 
 
+def _cells(line: str, number: int) -> list[str]:
+    """One CSV line's values; the csv module's own error (a stray '\r', say) becomes a ParseError."""
+    try:
+        return next(csv.reader([line]))
+    except csv.Error as e:
+        raise ParseError(f"unreadable CSV line: {e}", number) from None
+
+
 def scan_csv(lines: list[str], i: int) -> tuple[ParsedOutput, int] | None:
     """A CSV block whose header (starting 'build_commit,') is line i, up to the first line that is not a row."""
     if not lines[i].strip().startswith("build_commit,"):
         return None
-    header = next(csv.reader([lines[i].strip()]))
+    header = _cells(lines[i].strip(), i + 1)
     records, j = [], i + 1
     while j < len(lines) and lines[j].strip():
         line = lines[j].strip()
-        cells = next(csv.reader([line]))
+        cells = _cells(line, j + 1)
         if len(cells) != len(header):
             if line.startswith('"'):
                 raise ParseError(f"CSV row has {len(cells)} values, header has {len(header)} (truncated?)", j + 1)
@@ -54,6 +62,13 @@ def parse_llama_bench_csv(text: str) -> ParsedOutput:
                         sweep_rows=[], build_commit=commit, build_number=number)
 
 
+def _complete(sql: str, line: int) -> bool:
+    """sqlite3.complete_statement, whose ValueError on a NUL character becomes a ParseError."""
+    if "\0" in sql:
+        raise ParseError("NUL character in SQL text", line)
+    return sqlite3.complete_statement(sql)
+
+
 def sql_block(lines: list[str], i: int) -> tuple[list[tuple[int, str]], int] | None:
     """(line number, text) of the CREATE TABLE / INSERT statements starting at line i, and the index after."""
     if not (_CREATE_RE.match(lines[i]) or _INSERT_RE.match(lines[i])):
@@ -63,7 +78,7 @@ def sql_block(lines: list[str], i: int) -> tuple[list[tuple[int, str]], int] | N
         while j < len(lines):
             out.append((j + 1, lines[j]))
             j += 1
-            if sqlite3.complete_statement("\n".join(t for _, t in out)):
+            if _complete("\n".join(t for _, t in out), j):
                 break
     while j < len(lines):
         k = j
@@ -89,7 +104,7 @@ def _statements(block: list[tuple[int, str]]):
     for n, text in block:
         first = first if buf else n
         buf.append(text)
-        if sqlite3.complete_statement("\n".join(buf)):
+        if _complete("\n".join(buf), n):
             yield first, "\n".join(buf)
             buf = []
     if buf and "".join(buf).strip():

@@ -33,6 +33,8 @@ def parse_array_at(text: str, starts: list[int], pos: int) -> tuple[ParsedOutput
                              "fails to load; expected a JSON array of results", line) from None
         raise ParseError(f"truncated or invalid JSON array starting here: {e.msg} "
                          f"at line {e.lineno} column {e.colno}", line) from None
+    except (ValueError, RecursionError) as e:     # nested too deep, or an integer past Python's digit cap
+        raise ParseError(f"unreadable JSON array starting here: {e}", line) from None
     if not isinstance(data, list):
         raise ParseError("expected a JSON array of llama-bench results", line)
     if not data:
@@ -81,7 +83,7 @@ def jsonl_run(lines: list[str], i: int) -> tuple[list[tuple[int, dict]], int]:
     while i < len(lines) and lines[i].lstrip().startswith("{"):
         try:
             obj = json.loads(lines[i])
-        except ValueError:
+        except (ValueError, RecursionError):
             break
         if not isinstance(obj, dict):
             break
@@ -100,7 +102,7 @@ def parse_llama_bench_jsonl(text: str) -> ParsedOutput:
             continue
         try:
             obj = json.loads(s)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ParseError(f"truncated or invalid JSON object: {e}", n) from None
         if not is_bench_record(obj):
             raise ParseError("expected a llama-bench result object (avg_ts, n_prompt, n_gen)", n)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from .common import (BUILD_FOOTER_RE, IK, MAINLINE, build_info, coerce, normalize_label, scan_all,
-                     split_label)
+                     split_label, to_int)
 from .types import BenchRow, ParsedOutput, ParseError
 
 _SEP_RE = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)+\|?\s*$")
@@ -172,7 +172,7 @@ def attach_footer(out: ParsedOutput, lines: list[str], j: int) -> int:
     m = BUILD_FOOTER_RE.match(lines[k]) if k < len(lines) else None
     if not m:
         return j
-    out.build_commit, out.build_number = m["commit"], int(m["number"])
+    out.build_commit, out.build_number = m["commit"], to_int(m["number"])
     for row in out.bench_rows:
         row.fields["build_commit"], row.fields["build_number"] = out.build_commit, out.build_number
     return k + 1

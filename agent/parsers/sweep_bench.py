@@ -9,7 +9,7 @@ import json
 import math
 import re
 
-from .common import IK
+from .common import IK, to_int
 from .llama_bench_markdown import read_pipe_table, table_kind
 from .llama_bench_json import jsonl_run
 from .types import ParsedOutput, ParseError, SweepRow
@@ -31,14 +31,25 @@ def main_line_extra(line: str) -> dict | None:
     """Values from 'main: n_kv_max = 71680, n_batch = 7168, ...', the only run settings the table text carries."""
     if not _MAIN_RE.match(line):
         return None
-    return {k: (float(v) if "." in v else int(v)) for k, v in _KV_RE.findall(line)}
+    out = {}
+    for k, v in _KV_RE.findall(line):
+        try:
+            out[k] = float(v) if "." in v else to_int(v)
+        except ParseError:
+            pass        # past Python's int digit cap; the posted-text scanner calls this outside its try
+    return out
 
 
 def _number(value: str):
     v = value.strip().split()[0] if value.strip() else ""
     if not _NUM_RE.fullmatch(v):
         return None
-    return float(v) if any(c in v for c in ".eE") else int(v)
+    if any(c in v for c in ".eE"):
+        return float(v)
+    try:
+        return to_int(v)
+    except ParseError:
+        return None         # too long to be a count: unusable, as a non-number is
 
 
 def _row(values: dict, extra: dict, where: str) -> SweepRow:
@@ -133,7 +144,7 @@ def parse_sweep_bench(text: str) -> ParsedOutput:
         if s.startswith("{") and '"n_kv' in s:
             try:
                 json.loads(s)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ParseError("truncated or invalid sweep-bench JSONL line", i + 1) from None
         found = scan_sweep_md(lines, i, extra) or scan_sweep_jsonl(lines, i) or scan_sweep_tsv(lines, i, extra)
         if found is None:
