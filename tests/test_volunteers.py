@@ -510,3 +510,16 @@ def test_an_agent_outside_its_owners_window_or_on_a_busy_machine_takes_no_work(w
         assert said, agent.output()
         assert ("outside the owner's windows" if name == "night-owl" else "load ") in said
         assert not [c for c in work_api.listing()["claims"] if c["run_id"] == run_id], "it leased a cell"
+
+
+def test_an_agent_told_its_key_is_old_rotates_it_and_goes_on_with_the_new_one(work_api, tmp_path):
+    from coordinator.volunteers import Ledger
+
+    Ledger(work_api.state).configure(rotate_after_s=0)        # every key is "old"
+    agent = Agent(work_api, tmp_path, "rotor", work_api.invite(), "--exit-when-idle")
+    assert agent.wait(120) == 0, agent.output()
+    creds = agent.creds()
+    assert "rotated the key" in agent.output()
+    listed = next(a for a in work_api.listing()["agents"] if a["agent_id"] == creds["agent_id"])
+    assert creds["fingerprint"] in listed["keys"] and len(listed["keys"]) == 2     # old one still in its grace
+    work_api.client(creds["key"]).call("lease", {"profile": PROFILE, "terms": TERMS})
