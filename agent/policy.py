@@ -22,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from agent.cache_prune import cache_size, prune
 from agent.owner_time import (Ledger, duration_text, in_windows, local_time, next_window_start,
                               parse_window)
+from agent.sources import normalize_repo
 
 
 class PolicyError(ValueError):
@@ -58,7 +59,7 @@ def normalize_source(source: str) -> str:
     match = _SCP_LIKE.match(text)
     if match and not text.startswith(("/", "~", ".")):
         return f"{match['user'] or ''}{match['host'].lower()}:{_strip_git(match['path'])}"
-    return Path(text).expanduser().resolve().as_uri()
+    return normalize_repo(text)          # a local path: the file:// URL agent.sources mirrors it as
 
 
 def _strip_git(path: str) -> str:

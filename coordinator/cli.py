@@ -11,42 +11,18 @@ import argparse
 import sys
 
 from agent.store import CLASH_POLICIES, StoreError
+from coordinator.cli_options import run_id_arg, store_options, store_url, use_endpoint
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from coordinator.volunteer_cli import add_commands as add_volunteer_commands
 
 EXIT_STORE = 3
-
-STORE_HELP = ("file://DIR or s3://BUCKET/PREFIX (default: $HWMATRIX_STORE or ~/.local/share/hwmatrix/store); "
-              "S3 credentials come from boto3's usual chain, never from a matrix")
-
-
-def _store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", default=None, help=STORE_HELP)
-    parser.add_argument("--endpoint-url", default=None,
-                        help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
-
-
-def _use_endpoint(args) -> None:
-    """--endpoint-url goes where boto3 (and so every store opened here) looks for it."""
-    import os
-
-    if getattr(args, "endpoint_url", None):
-        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
-
-
-def _store_url(args) -> str:
-    """The store URL the user asked for."""
-    from agent.paths import default_store_url
-
-    _use_endpoint(args)
-    return args.store or default_store_url()
 
 
 def _open_store(args):
     from agent.store import open_store
 
     try:
-        return open_store(_store_url(args))
+        return open_store(store_url(args))
     except StoreError as exc:
         raise UserError(str(exc)) from None
 
@@ -91,7 +67,7 @@ def cmd_run(args) -> int:
         _use_token(args)
     from coordinator.run import run_matrix
 
-    return run_matrix(args.file, store_url=_store_url(args), run_id=args.run_id, fresh=args.fresh,
+    return run_matrix(args.file, store_url=store_url(args), run_id=args.run_id, fresh=args.fresh,
                       skip_unmatched=args.skip_unmatched, address=args.address, token_file=args.token_file,
                       on_clash=args.on_clash)
 
@@ -118,16 +94,6 @@ def cmd_agents(args) -> int:
     from coordinator.cluster import list_agents
 
     return list_agents(args.address, args.token_file)
-
-
-def run_id_arg(text: str) -> str:
-    """--run-id becomes a store key part: a name, refused here rather than by every agent."""
-    from agent.flags import name_problem
-
-    problem = name_problem(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
 
 
 def _axis_value(text: str) -> dict:
@@ -163,7 +129,7 @@ def cmd_import(args) -> int:
     from coordinator.importers import ImportFailed, import_file
 
     try:
-        run_id, keys = import_file(args.file, args.label, args.engine, _store_url(args), args.run_id)
+        run_id, keys = import_file(args.file, args.label, args.engine, store_url(args), args.run_id)
     except ImportFailed as exc:
         raise UserError(str(exc)) from None
     print(f"imported {len(keys)} records from {args.file} as {args.label!r} into run {run_id}")
@@ -203,7 +169,7 @@ def cmd_agent_flush(args) -> int:
     """Deliver this machine's spooled records with its own credentials (file:// or s3://)."""
     from agent import spool
 
-    _use_endpoint(args)
+    use_endpoint(args)
     waiting = spool.pending()
     delivered, errors = spool.flush(policy=args.on_clash, delays=(1, 2, 4))
     print(f"{len(delivered)} of {len(waiting)} spooled record(s) delivered")
@@ -234,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a matrix on this machine (embedded Ray) and print the table")
     run.add_argument("file")
-    _store_options(run)
+    store_options(run)
     run.add_argument("--on-clash", choices=CLASH_POLICIES, default="reject",
                      help="a stored ok record with other content at a cell's key: refuse and keep the new one "
                           "spooled (default), overwrite it, or store both")
@@ -281,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--baseline", required=True, type=_axis_value, help="AXIS=VALUE, e.g. ref=pr517")
     compare.add_argument("--candidate", required=True, type=_axis_value, help="AXIS=VALUE, e.g. ref=pr518")
     compare.add_argument("--run", default=None, help="only this run id (default: every run in the store)")
-    _store_options(compare)
+    store_options(compare)
     compare.add_argument("--min-effect", type=float, default=0.02, help="smallest change called slower/faster")
     compare.add_argument("--test", choices=["auto", "welch", "mann-whitney"], default="auto")
     compare.add_argument("--correction", choices=["holm", "bh"], default="holm")
@@ -291,12 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--as", dest="label", required=True, help='what it ran on, e.g. "TR 3955WX 2x3090+A4500"')
     imp.add_argument("--engine", choices=["llama.cpp", "ik_llama.cpp"], default=None)
-    _store_options(imp)
+    store_options(imp)
     imp.add_argument("--run-id", default=None, type=run_id_arg)
     imp.set_defaults(func=cmd_import)
 
     rep = sub.add_parser("report", help="markdown / csv / json / html report of stored records")
-    _store_options(rep)
+    store_options(rep)
     rep.add_argument("--run", action="append", help="run id (repeatable; default: every run in the store)")
     rep.add_argument("--matrix", default=None, help="only records of this matrix name")
     rep.add_argument("--ref", default=None, help="only this ref (its name in the matrix, git ref or commit prefix)")

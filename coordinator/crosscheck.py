@@ -47,10 +47,6 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}" if abs(x) < 1000 else f"{x:.0f}"
 
 
-def _fmt_p(p: float) -> str:
-    return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
-
-
 def _metric_check(name: str, ma: dict, mb: dict, tolerance: float, settings) -> dict:
     """Units, means, ratio (b/a), CI and raw p of one metric (verdict set by cross_check)."""
     from agent.record import process_means
@@ -81,12 +77,14 @@ def _metric_check(name: str, ma: dict, mb: dict, tolerance: float, settings) -> 
 
 def _decide_metric(row: dict, tolerance: float, alpha: float) -> None:
     """Set the metric's verdict and plain-words detail from p_adjusted, ratio and CI."""
+    from coordinator.reports.model import fmt_p      # how every report prints a p-value
+
     if row["ratio"] is None or row["p_adjusted"] is None:
         return
     name, unit, r = row["metric"], row["unit"], row["ratio"]
     band = math.log1p(tolerance)                   # symmetric: a vs b gives the same answer as b vs a
     head = (f"{name}: {_fmt(row['mean_a'])} vs {_fmt(row['mean_b'])} {unit} ({(r - 1) * 100:+.1f}%), "
-            f"p={_fmt_p(row['p_adjusted'])}")
+            f"p={fmt_p(row['p_adjusted'])}")
     if r <= 0:
         row["detail"] = f"{head}; ratio not positive"
         return
@@ -179,20 +177,6 @@ def check_records(records: list[dict], tolerance: float = 0.10) -> list[dict]:
                          "fingerprints": [first.get("agent_key_fingerprint"), other.get("agent_key_fingerprint")],
                          "verdict": v.verdict, "detail": v.detail, "metric": v.metric, "metrics": v.metrics})
     return rows
-
-
-def tally(rows: list[dict]) -> dict[str, tuple[int, int]]:
-    """agent_id -> (agreed, disagreed) over check rows, for recheck_rate. A disagreement
-    cannot say which of the two machines is off, so it counts against both; unknowns count
-    for neither."""
-    out: dict[str, list[int]] = {}
-    for row in rows:
-        if row["verdict"] == "unknown":
-            continue
-        for agent in row["agents"]:
-            counts = out.setdefault(agent, [0, 0])
-            counts[0 if row["verdict"] == "agree" else 1] += 1
-    return {a: (c[0], c[1]) for a, c in out.items()}
 
 
 def recheck_rate(agreed: int, disagreed: int, base: float = 0.25) -> float:

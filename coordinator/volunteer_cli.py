@@ -6,11 +6,13 @@ import json
 import os
 import signal
 import ssl
+import sys
 import threading
 from pathlib import Path
 
 from tabulate import tabulate
 
+from coordinator.cli_options import run_id_arg, store_options, store_url
 from coordinator.errors import EXIT_OK, UserError
 
 
@@ -69,7 +71,7 @@ def cmd_invite(args) -> int:
     code = _ledger(args).invite(ttl_s=args.expires_h * 3600, approved=args.approved)
     print(code)
     print(f"one-time enrollment code, valid {args.expires_h:g} h"
-          + (", pre-approved" if args.approved else "; approve the agent after it enrolls"), file=__import__("sys").stderr)
+          + (", pre-approved" if args.approved else "; approve the agent after it enrolls"), file=sys.stderr)
     return EXIT_OK
 
 
@@ -107,14 +109,11 @@ def cmd_list(args) -> int:
 
 
 def cmd_queue(args) -> int:
-    from agent.paths import default_store_url
     from coordinator.plan import build_targets, load_plan
 
-    store_url = args.store or default_store_url()
-    if not store_url.startswith("s3://"):
+    url = store_url(args)
+    if not url.startswith("s3://"):
         raise UserError("volunteer agents upload through presigned URLs: give an s3:// --store")
-    if args.endpoint_url:
-        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
     plan = load_plan(args.file)
     by_path = sorted({cell.model_name for cell in plan.cells if getattr(cell.model, "path", None)})
     if by_path:
@@ -124,10 +123,10 @@ def cmd_queue(args) -> int:
     targets = build_targets(plan.cells)
     ledger, added = _ledger(args), 0
     for cell in plan.cells:
-        spec = cell.to_spec(run_id, store_url, targets[cell.build_order], one_per_class=True)
+        spec = cell.to_spec(run_id, url, targets[cell.build_order], one_per_class=True)
         need = {"hardware": plan.matrix.hardware.model_dump(mode="json", exclude_none=True),
                 "gpus": cell.settings.get("gpus")}
-        added += ledger.queue(run_id, cell.cell_id, spec.model_dump(mode="json"), need, store_url, args.replicate)
+        added += ledger.queue(run_id, cell.cell_id, spec.model_dump(mode="json"), need, url, args.replicate)
     print(f"queued {added} cells of run {run_id} for volunteers ({len(plan.cells) - added} were queued before)")
     return EXIT_OK
 
@@ -139,12 +138,6 @@ def cmd_agent_volunteer(args) -> int:
                               / "volunteer")
     return main(args.coordinator, args.code, args.policy, state, args.ca_cert, args.name, args.max_cells,
                 args.exit_when_idle, args.poll_s)
-
-
-def run_id_arg(text: str) -> str:
-    from coordinator.cli import run_id_arg as check
-
-    return check(text)
 
 
 def add_commands(sub, agent_sub) -> None:
@@ -190,8 +183,7 @@ def add_commands(sub, agent_sub) -> None:
     queue = vsub.add_parser("queue", help="offer a matrix's cells to volunteers")
     queue.add_argument("file")
     state(queue)
-    queue.add_argument("--store", default=None, help="s3://BUCKET/PREFIX the records go to")
-    queue.add_argument("--endpoint-url", default=None)
+    store_options(queue)
     queue.add_argument("--run-id", default=None, type=run_id_arg)
     queue.add_argument("--replicate", type=float, default=None,
                        help="this run's base replication fraction (default: the server's --replicate)")

@@ -29,7 +29,7 @@ from agent.store import StoreError, open_store, result_key
 from coordinator.crosscheck import cross_check
 from coordinator.hardware_match import matches
 from coordinator.uploads import Granter
-from coordinator.volunteers import DEFAULT_LEASE_S, Caller, Ledger, Refused
+from coordinator.volunteers import DEFAULT_LEASE_S, Caller, Ledger, Refused, fingerprint
 
 MAX_BODY = 1 << 20
 ENROLL_FAILURES_PER_10_MIN = 10       # per client address: codes are 80 bits, this stops noise
@@ -68,7 +68,6 @@ class WorkApi:
         except Refused:
             recent.append(time.time())
             raise
-        from coordinator.volunteers import fingerprint
         log(f"enrolled {agent_id} ({state}) class {profile.get('hardware_class')}")
         return {"agent_id": agent_id, "key": key, "fingerprint": fingerprint(key), "state": state}
 
@@ -144,8 +143,6 @@ class WorkApi:
         log(f"cross-check {claim['cell_id']}: {first} vs {record['agent_id']}: {verdict.verdict} {verdict.detail}")
 
     def rotate(self, caller: Caller, key: str) -> dict:
-        from coordinator.volunteers import fingerprint
-
         new = self.ledger.rotate(caller, key)
         log(f"{caller.agent_id} rotated its key")
         return {"key": new, "fingerprint": fingerprint(new)}

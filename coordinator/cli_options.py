@@ -1,0 +1,39 @@
+"""Options several `hwmatrix` commands share (cli.py and volunteer_cli.py): where the store is,
+and a run id that becomes a store key part."""
+from __future__ import annotations
+
+import argparse
+import os
+
+STORE_HELP = ("file://DIR or s3://BUCKET/PREFIX (default: $HWMATRIX_STORE or ~/.local/share/hwmatrix/store); "
+              "S3 credentials come from boto3's usual chain, never from a matrix")
+
+
+def store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", default=None, help=STORE_HELP)
+    parser.add_argument("--endpoint-url", default=None,
+                        help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
+
+
+def use_endpoint(args) -> None:
+    """--endpoint-url goes where boto3 (and so every store opened here) looks for it."""
+    if getattr(args, "endpoint_url", None):
+        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
+
+
+def store_url(args) -> str:
+    """The store URL the user asked for."""
+    from agent.paths import default_store_url
+
+    use_endpoint(args)
+    return args.store or default_store_url()
+
+
+def run_id_arg(text: str) -> str:
+    """--run-id becomes a store key part: a name, refused here rather than by every agent."""
+    from agent.flags import name_problem
+
+    problem = name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
