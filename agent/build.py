@@ -4,6 +4,8 @@ The key is (repo, commit, cmake flags, compiler, cmake version, and the CPU's IS
 GGML_NATIVE is on), because -march=native binaries are not portable between CPUs. A CUDA
 build adds -DGGML_CUDA=ON and the GPUs' architectures to its flags (``build_flags``) and the
 nvcc release to its key, so it never shares a cache entry with the CPU build of a commit.
+On a CPU with AMX a native build leaves AMX out (``isa_off``) unless the matrix asks for it:
+ggml's AMX kernels crash these machines (see ``amx_left_out``).
 """
 from __future__ import annotations
 
@@ -87,6 +89,42 @@ def cmake_option(cmake_flags: list[str], name: str) -> str | None:
     return found
 
 
+# ggml's AMX matmul (mainline ggml-cpu/amx, up to at least llama-cpp-python 0.3.36's commit)
+# dies with SIGILL at its first tile instruction on Linux AMX machines: its tile config is
+# built on the stack and can be optimized away (llama.cpp PR #26954). Measured on a Xeon VM
+# here: every Q8_0/Q4_0 llama-bench of a -march=native build exit 132; without AMX it runs.
+AMX_ISA = ("amx-tile", "amx-int8", "amx-bf16")
+AMX_OPTIONS = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
+
+
+def cpu_has_amx() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "amx_tile" in flags
+
+
+def amx_left_out(cmake_flags: list[str]) -> tuple[str, ...] | None:
+    """The ISA extensions a native build leaves out on this CPU: AMX, unless the matrix turns
+    a GGML_AMX_* option on (then it gets what it asked for, crash or not). None: nothing."""
+    if not native_enabled(cmake_flags) or not cpu_has_amx():
+        return None
+    if any(_on(cmake_option(cmake_flags, name)) for name in AMX_OPTIONS):
+        return None
+    return AMX_ISA
+
+
+def isa_off_flags(isa_off: tuple[str, ...] | None) -> list[str]:
+    """cmake flags that compile without these extensions: gcc and clang let an explicit
+    -mno-X win over what -march=native turns on, wherever it stands on the command line."""
+    if not isa_off:
+        return []
+    off = " ".join(f"-mno-{name}" for name in isa_off)
+    return [f"-DCMAKE_C_FLAGS={off}", f"-DCMAKE_CXX_FLAGS={off}"]
+
+
 def _on(value: str | None) -> bool:
     return value is not None and value.upper() in ("ON", "1", "TRUE", "YES", "Y")
 
@@ -165,11 +203,13 @@ class BuildKey:
     cmake: str | None
     isa: str | None          # the ISA flags the binary was tuned for (GGML_NATIVE), else None
     nvcc: str | None = None  # the nvcc release of a CUDA build, else None
+    isa_off: tuple[str, ...] | None = None   # ISA extensions a native build leaves out (AMX), else None
 
     def digest(self) -> str:
         fields = asdict(self)
-        if fields["nvcc"] is None:      # CPU builds keep the digests they had before nvcc was a field
-            del fields["nvcc"]
+        for name in ("nvcc", "isa_off"):     # builds keep the digests they had before these fields
+            if fields[name] is None:
+                del fields[name]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -196,7 +236,7 @@ def make_key(resolved: ResolvedSource, cmake_flags: list[str]) -> BuildKey:
         found = find_nvcc()
         nvcc = (nvcc_release(found) if found else None) or "not found"
     return BuildKey(resolved.repo_id, resolved.commit, tuple(cmake_flags), tools["compiler"], tools["cmake"],
-                    isa, nvcc)
+                    isa, nvcc, amx_left_out(cmake_flags))
 
 
 def _hash_binary(bin_dir: Path, target: str) -> str:
@@ -226,6 +266,14 @@ def _trim(folder: Path, max_size: str) -> None:
             pass
 
 
+def sandboxed_ccache_dir(resolved: ResolvedSource, isa: str) -> Path:
+    """The ccache an untrusted build writes: one per source (repo and commit) and ISA. A
+    shared one would let code from one pull request plant objects that another source's
+    build then links in; the same source's builds (other flags) share theirs."""
+    source = hashlib.sha256(f"{resolved.repo_id}\n{resolved.commit}".encode()).hexdigest()[:16]
+    return cache_dir("sandboxed", "ccache", f"{isa}-{source}")
+
+
 def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], jobs: int | None = None, timeout_s: float = 7200) -> BuildResult:
     """Build ``targets`` at ``resolved``; free when the key was built before with those targets."""
     key = make_key(resolved, cmake_flags)
@@ -252,7 +300,10 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
         flags = list(OFFLINE_FLAGS)
         flags.append(f"-DLLAMA_BUILD_EXAMPLES={'ON' if _needs_examples(src, targets) else 'OFF'}")
         flags += list(cmake_flags)
-        env = dict(os.environ)
+        flags += isa_off_flags(key.isa_off)
+        # A sandboxed build gets nothing of the agent's environment (the sandbox also
+        # enforces it: sandbox.ENV_PASSED), only what is set here.
+        env = {} if confined else dict(os.environ)
         # Same relative paths in every build dir and one ccache per ISA: warm hits across commits.
         env["CCACHE_BASEDIR"] = str(builds)
         isa = key.isa or "portable"
@@ -260,13 +311,13 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
         # which sandboxed builds read only: a warm trusted cache speeds them, they cannot poison it.
         shared = cache_dir("ccache-shared", isa)
         if confined:
-            env["CCACHE_DIR"] = str(cache_dir("sandboxed", "ccache", isa))
+            env["CCACHE_DIR"] = str(sandboxed_ccache_dir(resolved, isa))
             env["CCACHE_REMOTE_STORAGE"] = f"file:{shared}|read-only"
         else:
             env["CCACHE_DIR"] = str(cache_dir("ccache", isa))
             env["CCACHE_REMOTE_STORAGE"] = " ".join(filter(None, [env.get("CCACHE_REMOTE_STORAGE"), f"file:{shared}"]))
             env["CCACHE_RESHARE"] = "1"
-        env.setdefault("CCACHE_MAXSIZE", "5G")
+        env.setdefault("CCACHE_MAXSIZE", os.environ.get("CCACHE_MAXSIZE", "5G"))
         nvcc = find_nvcc() if key.nvcc else None
         if nvcc is not None and "CUDACXX" not in env:
             env["CUDACXX"] = str(nvcc)      # cmake finds an nvcc that is not on PATH
@@ -283,7 +334,8 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
                 log.flush()
                 try:
                     if confined:    # only this build's tree and ccache are writable
-                        argv = sandbox.wrap(argv, [root, Path(env["CCACHE_DIR"])], [shared, resolved.mirror], cwd=root)
+                        argv = sandbox.wrap(argv, [root, Path(env["CCACHE_DIR"])], [shared, resolved.mirror], cwd=root,
+                                            env=env)
                     proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                           timeout=max(1.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:

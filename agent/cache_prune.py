@@ -9,7 +9,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-PRUNED_DIRS = ("builds", "sandboxed/builds", "work")   # each child is one entry
+# each child is one entry; sandboxed/ccache holds one ccache per untrusted source and ISA
+PRUNED_DIRS = ("builds", "sandboxed/builds", "sandboxed/ccache", "work")
 MODEL_DIRS = ("models", "sandboxed/models")             # each file (recursively) is one entry
 RECENT_S = 3600.0     # entries used this recently may belong to a cell another agent is running
 

@@ -66,6 +66,8 @@ class EngineSpec(_Strict):
     def _one_source(self) -> "EngineSpec":
         if (self.repo is None) == (self.sdist is None):
             raise ValueError("give exactly one of 'repo' or 'sdist'")
+        if problem := next(filter(None, (cmake_flag_problem(f, self.kind) for f in self.cmake)), None):
+            raise ValueError(problem)          # each engine takes only its own cmake options
         return self
 
     def source(self) -> dict:

@@ -7,18 +7,21 @@ why the value is refused, or None; callers turn that into their own error type.
 """
 from __future__ import annotations
 
+import difflib
 import re
+from urllib.parse import unquote, urlsplit
+
+from agent.cmake_options import OPTIONS as CMAKE_OPTIONS, PATH_OPTIONS as CMAKE_PATH_OPTIONS
 
 __all__ = [
-    "CMAKE_ALLOWED_EXACT", "CMAKE_ALLOWED_PREFIXES", "CMAKE_TYPES", "CMAKE_BOOL", "CUDA_ARCH_SPECIAL",
+    "CMAKE_ALLOWED_EXACT", "CMAKE_OPTIONS", "CMAKE_TYPES", "CMAKE_BOOL", "CUDA_ARCH_SPECIAL",
     "REPO_SCHEMES", "NAME_MAX", "PATH_MAX", "ARG_BOUNDS", "OT_MAX", "TINY_PARAM_MAX",
-    "cmake_flag_problem", "cuda_architectures_problem", "git_ref_problem", "commit_problem",
+    "cmake_options", "cmake_flag_problem", "cuda_architectures_problem", "git_ref_problem", "commit_problem",
     "pr_problem", "ref_value_problem", "ref_name_problem", "repo_problem", "path_problem",
     "name_problem", "version_problem",
 ]
 
 CMAKE_ALLOWED_EXACT = ("CMAKE_BUILD_TYPE", "CMAKE_CUDA_ARCHITECTURES", "BUILD_SHARED_LIBS")
-CMAKE_ALLOWED_PREFIXES = ("GGML_", "LLAMA_")
 CMAKE_TYPES = ("BOOL", "STRING", "PATH", "FILEPATH", "INTERNAL", "UNINITIALIZED")
 CMAKE_BOOL = ("ON", "OFF", "TRUE", "FALSE", "YES", "NO", "Y", "N", "1", "0")
 # CMAKE_CUDA_ARCHITECTURES: compute capabilities without the dot (86, 90a, 120f), each
@@ -54,16 +57,34 @@ def _control(text: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
-def cmake_flag_problem(flag: str) -> str | None:
-    """Why ``flag`` is not an allowed ``-D<NAME>[:TYPE]=<VALUE>``; cmake runs it in the
-    agent's build, so anything that could pick a compiler, a launcher or a script is out."""
+_EITHER_ENGINE = tuple(frozenset().union(*sets) for sets in zip(*CMAKE_OPTIONS.values()))
+
+
+def cmake_options(kind: str | None) -> tuple[frozenset, frozenset]:
+    """(ON/OFF options, string options) of engine ``kind``; of either engine when None."""
+    return _EITHER_ENGINE if kind is None else CMAKE_OPTIONS[kind]
+
+
+def cmake_flag_problem(flag: str, kind: str | None = None) -> str | None:
+    """Why ``flag`` is not an allowed ``-D<NAME>[:TYPE]=<VALUE>`` for engine ``kind``
+    (llama.cpp or ik_llama.cpp; None: for either). cmake runs it in the agent's build, so
+    only the options that engine has pass (``agent.cmake_options``), none that names a file,
+    and nothing that could pick a compiler, a launcher or a script."""
     m = _CMAKE_FLAG.fullmatch(flag)
     if not m:
         return f"bad cmake flag {flag!r}: expected -D<NAME>=<VALUE>"
     name, typ, value = m.groups()
-    if not (name in CMAKE_ALLOWED_EXACT or name.startswith(CMAKE_ALLOWED_PREFIXES)):
-        return (f"bad cmake flag {flag!r}: {name} is not allowed (allowed: GGML_*, LLAMA_*, "
-                + ", ".join(CMAKE_ALLOWED_EXACT) + ")")
+    bools, strings = cmake_options(kind)
+    if name not in CMAKE_ALLOWED_EXACT and name not in bools and name not in strings:
+        refused = f"bad cmake flag {flag!r}: {name} is not allowed"
+        if name in CMAKE_PATH_OPTIONS:
+            return f"{refused}: it names a file, a directory or a toolchain"
+        if kind and name in _EITHER_ENGINE[0] | _EITHER_ENGINE[1]:
+            return f"{refused}: it is an option of the other engine, not of {kind}"
+        hit = difflib.get_close_matches(name, sorted({*CMAKE_ALLOWED_EXACT, *bools, *strings}), n=1)
+        return (f"{refused}: it is not a cmake option of {kind or 'llama.cpp or ik_llama.cpp'}"
+                + (f"; did you mean {hit[0]}?" if hit else
+                   " (allowed: the engine's GGML_*/LLAMA_* options, " + ", ".join(CMAKE_ALLOWED_EXACT) + ")"))
     if typ is not None and typ.upper() not in CMAKE_TYPES:
         return f"bad cmake flag {flag!r}: unknown cache type {typ!r}"
     if not _CMAKE_VALUE.fullmatch(value):
@@ -73,8 +94,8 @@ def cmake_flag_problem(flag: str) -> str | None:
     for item in value.split(";"):
         if item.startswith("-") and not _CMAKE_ITEM_NUMBER.fullmatch(item):
             return f"bad cmake flag {flag!r}: a value (or ';' list item) may not start with '-' unless it is a number"
-    if name == "GGML_CUDA" and value.upper() not in CMAKE_BOOL:
-        return f"bad cmake flag {flag!r}: GGML_CUDA is ON or OFF"
+    if (name in bools or name == "BUILD_SHARED_LIBS") and value.upper() not in CMAKE_BOOL:
+        return f"bad cmake flag {flag!r}: {name} is ON or OFF"
     if name == "CMAKE_CUDA_ARCHITECTURES":
         problem = cuda_architectures_problem(value)
         if problem:
@@ -155,8 +176,10 @@ def ref_name_problem(name: str) -> str | None:
 
 
 def repo_problem(repo: str) -> str | None:
-    """Why ``repo`` is not a git URL or local path git may fetch from: no option, no
-    ``ext::`` style transport (those run commands), no scheme outside the known four."""
+    """Why ``repo`` is not a git URL or local path git may fetch from: no option (nor a
+    host, user or scp path git would hand ssh that starts with '-'), no ``ext::`` style
+    transport (those run commands), no scheme outside the known four, and no credentials:
+    the URL is copied into every cell spec and record, so a token in it would leak."""
     if not repo or _control(repo):
         return f"{repo!r} is not a repository: empty or holds control characters"
     if repo.startswith("-"):
@@ -167,12 +190,44 @@ def repo_problem(repo: str) -> str | None:
             return f"{repo!r}: scheme {scheme!r} is not allowed (use https, ssh, git or file)"
         if any(c.isspace() for c in repo):
             return f"{repo!r} is not a git URL: it holds whitespace"
-        return None
+        return _url_problem(repo, scheme)
     if "::" in repo:
         return f"{repo!r}: git transport syntax '<transport>::' is not allowed"
-    if "@" in repo.split("/", 1)[0] and not _GIT_SCP.fullmatch(repo):
+    user, at, rest = repo.partition("@") if "@" in repo.split("/", 1)[0] else ("", "", repo)
+    if at and ":" in user:
+        return _credentials("<user>:<password>@" + rest)
+    if at and not _GIT_SCP.fullmatch(repo):
         return f"{repo!r} is not a git URL (expected user@host:path)"
+    host, colon, path = rest.partition(":")
+    if colon and "/" not in host and (host.startswith("-") or path.startswith("-")):   # scp-like, over ssh
+        return f"{repo!r} is not a git URL: git would hand ssh a host or path that starts with '-'"
     return None
+
+
+def _url_problem(repo: str, scheme: str) -> str | None:
+    """What is wrong with a ``scheme://`` URL's parts, read the way git reads them
+    (percent-decoded, as git decodes them before it calls ssh)."""
+    try:
+        parts = urlsplit(repo)
+        parts.port                        # raises ValueError on a port that is not a number
+    except ValueError as err:
+        return f"{repo!r} is not a git URL: {err}"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = unquote(userinfo).partition(":")
+    if at and (colon or scheme == "https"):
+        return _credentials(f"{scheme}://<credentials>@{hostport}{parts.path}")
+    host = unquote(parts.hostname or "")
+    if scheme != "file" and not host:
+        return f"{repo!r} is not a git URL: it names no host"
+    if host.startswith("-") or user.startswith("-"):
+        return f"{repo!r} is not a git URL: git would hand ssh a host or user that starts with '-'"
+    return None
+
+
+def _credentials(shown: str) -> str:
+    return (f"{shown!r}: a repository URL may not hold a user name, password or token (it is copied "
+            f"into every cell spec and record); give the plain URL and let git supply the secret "
+            f"with a credential helper (git config credential.helper, see gitcredentials(7))")
 
 
 def path_problem(path: str) -> str | None:

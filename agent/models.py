@@ -102,7 +102,8 @@ def model_file(spec: ModelSpec, quant: str | None, quantize_bin: Path | None, qu
                 with open(log, "w") as handle:
                     try:
                         if confined:
-                            argv = sandbox.wrap(argv, [scratch], [source, quantize_bin.parent], cwd=scratch)
+                            argv = sandbox.wrap(argv, [scratch], [source, quantize_bin.parent], cwd=scratch,
+                                                env=os.environ)     # bwrap keeps the allowlist only
                         proc = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                         code = proc.returncode
                     except (OSError, sandbox.SandboxUnavailable) as exc:

@@ -67,19 +67,20 @@ def run_process(argv: list[str], timeout_s: float, stdout_path: Path, stderr_pat
                 env: dict[str, str] | None = None, cwd: Path | None = None,
                 readable: list[Path] | None = None) -> ProcessResult:
     """Run ``argv`` in its own session; on timeout (or our own death) the whole group dies.
-    Inside ``sandbox.confined()`` it runs in bubblewrap, with only ``cwd`` writable and
-    ``readable`` (default: see _readable) read-only; bwrap's --die-with-parent and its PID
+    Inside ``sandbox.confined()`` it runs in bubblewrap, with only ``cwd`` writable,
+    ``readable`` (default: see _readable) read-only and of ``env`` only the sandbox's
+    allowlist (sandbox.ENV_PASSED); bwrap's --die-with-parent and its PID
     namespace take the sandboxed tree down when the group's leader (bwrap) is killed."""
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         try:
-            command = argv
-            if sandbox.active():
+            command, env = argv, env if env is not None else engine_env()
+            if sandbox.active():    # inside, only the sandbox's allowlist of ``env`` is set
                 command = sandbox.wrap(argv, [cwd] if cwd else [], _readable(argv) if readable is None else readable,
-                                       cwd=cwd)
+                                       cwd=cwd, env=env)
             proc = subprocess.Popen(_launcher(command), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                    env=env if env is not None else engine_env(), cwd=cwd,
+                                    env=env, cwd=cwd,
                                     start_new_session=True)
         except (OSError, sandbox.SandboxUnavailable) as exc:
             if not sandbox.active():

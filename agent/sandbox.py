@@ -5,7 +5,9 @@ Inside: no network (a fresh network namespace), no capabilities, a read-only sys
 directories a step needs, bound at their own absolute paths (cmake caches absolute
 paths). The owner's home, /root, /home, /etc/shadow and the like are not bound at all,
 because a build log or an engine's output is uploaded: whatever the code can read, it
-could publish.
+could publish. For the same reason every step starts from an empty environment
+(bwrap's --clearenv) plus a short allowlist (``ENV_FIXED``, ``ENV_PASSED``): a token in the
+agent's environment never reaches the code.
 
 ``with confined():`` turns it on for the build, quantize and engine steps that run in this
 context (agent/build.py, agent/models.py, agent/runner.py); nothing runs bare while it is
@@ -20,7 +22,7 @@ import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`, Fedora: `dnf install "
                 "bubblewrap`) or name its binary in HWMATRIX_BWRAP")
@@ -34,6 +36,14 @@ ETC_ENTRIES = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "loc
 BUILD_TOOLS = ("cmake", "ccache", "c++", "cc", "g++", "gcc", "clang", "clang++", "git", "make", "ninja", "nvcc")
 # GPU device nodes an engine needs when the machine has them (the minimal --dev has none).
 GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri", "/dev/kfd")
+# The whole environment inside, besides PATH: set to these values whatever the caller has...
+ENV_FIXED = {"HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C", "LC_ALL": "C"}
+# ...and only these are taken from the env the caller passes: a build's ccache and nvcc,
+# an engine's GPUs and the loader path a CUDA install may need. Nothing else gets in.
+ENV_PASSED = ("CCACHE_DIR", "CCACHE_BASEDIR", "CCACHE_REMOTE_STORAGE", "CCACHE_MAXSIZE", "CUDACXX",
+              "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+# PATH inside: the system's, after the dirs of build tools installed outside it (_tool_dirs).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("hwmatrix_sandbox", default=False)
 _PROBLEMS: dict[str, str | None] = {}
@@ -117,32 +127,56 @@ def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-def _tool_dirs(names: Iterable[str]) -> list[str]:
-    """Directories of tools that resolve outside the system dirs (/opt/cmake/bin/cmake, a
-    conda compiler): the tool's directory, and its prefix's lib/libexec/share when the tool
-    lives in a bin/ that is not straight under the home or root directory."""
-    home = os.path.realpath(os.path.expanduser("~"))
+def _tool_folders(names: Iterable[str]) -> list[str]:
+    """The directories of tools that resolve outside the system dirs (/opt/cmake/bin/cmake, a
+    conda compiler), in the order of ``names``."""
     system = [os.path.realpath(d) for d in SYSTEM_DIRS if os.path.isdir(d)]
-    dirs: list[str] = []
+    folders: list[str] = []
     for name in names:
         found = shutil.which(name) if "/" not in name else (name if os.path.isfile(name) else None)
         if not found:
             continue
-        for candidate in {os.path.abspath(found), os.path.realpath(found)}:
-            if _under(candidate, system):
-                continue
+        for candidate in sorted({os.path.abspath(found), os.path.realpath(found)}):
             folder = os.path.dirname(candidate)
-            dirs.append(folder)
-            prefix = os.path.dirname(folder)
-            if os.path.basename(folder) == "bin" and prefix not in ("/", home):
-                dirs += [os.path.join(prefix, sub) for sub in ("lib", "lib64", "libexec", "share")]
+            if not _under(candidate, system) and folder not in folders:
+                folders.append(folder)
+    return folders
+
+
+def _tool_dirs(names: Iterable[str]) -> list[str]:
+    """What a tool outside the system dirs needs bound: its directory, and its prefix's
+    lib/libexec/share when it lives in a bin/ that is not straight under the home or root."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    dirs: list[str] = []
+    for folder in _tool_folders(names):
+        dirs.append(folder)
+        prefix = os.path.dirname(folder)
+        if os.path.basename(folder) == "bin" and prefix not in ("/", home):
+            dirs += [os.path.join(prefix, sub) for sub in ("lib", "lib64", "libexec", "share")]
     return dirs
 
 
-def wrap(argv: list[str], writable: list[Path], readable: Iterable[Path] = (), cwd: Path | None = None) -> list[str]:
+def _env_options(env: Mapping[str, str] | None) -> list[str]:
+    """--clearenv, then --setenv for the allowlist only: PATH (the build tools' own dirs, then
+    the system's), ENV_FIXED, and the ENV_PASSED names that ``env`` holds. bwrap applies it,
+    so a caller that hands over its whole environment still leaks nothing."""
+    path = ":".join([*_tool_folders(BUILD_TOOLS), SYSTEM_PATH])
+    args = ["--clearenv", "--setenv", "PATH", path]
+    for name, value in ENV_FIXED.items():
+        args += ["--setenv", name, value]
+    for name in ENV_PASSED:
+        if env is not None and name in env:
+            args += ["--setenv", name, env[name]]
+    return args
+
+
+def wrap(argv: list[str], writable: list[Path], readable: Iterable[Path] = (), cwd: Path | None = None,
+         env: Mapping[str, str] | None = None) -> list[str]:
     """The bwrap command line that runs ``argv`` with only ``writable`` writable and
-    ``readable`` read-only, each bound at its own absolute path. Raises SandboxUnavailable
-    when there is no bwrap binary (callers turn that into a failed step, never a bare run)."""
+    ``readable`` read-only, each bound at its own absolute path, in the allowlisted
+    environment (see _env_options; ``env`` is where the passed names are taken from).
+    Raises SandboxUnavailable when there is no bwrap binary (callers turn that into a
+    failed step, never a bare run)."""
     binary = bwrap_path()
     if binary is None:
         raise SandboxUnavailable(problem() or f"bubblewrap not found: {INSTALL_HINT}")
@@ -168,5 +202,5 @@ def wrap(argv: list[str], writable: list[Path], readable: Iterable[Path] = (), c
             args += [option, path, path]
     # the sandbox's own root (a tmpfs holding the mount points) read-only too: /tmp stays the
     # only scratch space besides ``writable``
-    args += ["--remount-ro", "/", "--setenv", "TMPDIR", "/tmp", "--chdir", os.path.abspath(cwd) if cwd else "/", "--", *argv]
+    args += ["--remount-ro", "/", *_env_options(env), "--chdir", os.path.abspath(cwd) if cwd else "/", "--", *argv]
     return args

@@ -85,13 +85,61 @@ def recorded_ok(store, run_id: str, cell_id: str, hw_class: str, agent_id: str, 
     return None
 
 
+TMP_DIR = ".tmp"        # at the store root, outside every key; same filesystem, so link and rename stay atomic
+
+
 class FileStore:
-    """A directory tree; writes are atomic (temp file + link) and conditional."""
+    """A directory tree; writes are atomic (temp file + link) and conditional.
+
+    Temp files live in ``<root>/.tmp/``, never beside the keys, and each writer holds a lock
+    on its temp file until it is done: a writer killed between write and link leaves a file
+    whose lock is free, and the next open of the store removes it (``sweep_temp_files``)."""
 
     def __init__(self, root: Path):
         self.root = root
         self.url = root.resolve().as_uri()
         root.mkdir(parents=True, exist_ok=True)
+        self.sweep_temp_files()
+
+    def sweep_temp_files(self) -> int:
+        """Remove the temp files of writers that died before they linked or removed them;
+        a live writer's file is locked and stays. Returns how many were removed."""
+        removed = 0
+        try:
+            names = os.listdir(self.root / TMP_DIR)
+        except OSError:
+            return 0
+        for name in names:
+            path = self.root / TMP_DIR / name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:      # still the file that was locked
+                    os.unlink(path)
+                    removed += 1
+            except OSError:
+                pass                                                    # locked: its writer is alive
+            finally:
+                os.close(fd)
+        return removed
+
+    def _temp_file(self) -> tuple[int, str]:
+        """A new temp file, open for writing and locked by this writer. A sweep may take a
+        file in the instant between its creation and its lock; then it is gone, so try again."""
+        tmp_dir = self.root / TMP_DIR
+        tmp_dir.mkdir(exist_ok=True)
+        while True:
+            fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=".tmp-")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_ino == os.stat(tmp).st_ino:
+                    return fd, tmp
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -103,33 +151,37 @@ class FileStore:
         """Write ``data`` at ``key``; returns the key written (another one under keep-both)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
+        fd, tmp = self._temp_file()
+        with os.fdopen(fd, "wb") as handle:       # closing it (last) releases the lock
+            try:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if on_clash == "replace":
-                os.replace(tmp, path)
-                return key
-            try:
-                os.link(tmp, path)          # fails if the key exists: a conditional write
-                return key
-            except FileExistsError:
-                if path.read_bytes() == data:
-                    return key              # an idempotent retry, not a clash
-                if on_clash == "reject":
-                    raise Clash(f"{key} exists in {self.url} with other content")
-                for alt in copy_keys(key):
-                    try:
-                        os.link(tmp, self._path(alt))
-                        return alt
-                    except FileExistsError:
-                        continue
-                raise StoreError(f"too many copies of {key}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+                return self._link(tmp, key, path, data, on_clash)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+
+    def _link(self, tmp: str, key: str, path: Path, data: bytes, on_clash: ClashPolicy) -> str:
+        """Give the written temp file its key, as ``on_clash`` says."""
+        if on_clash == "replace":
+            os.replace(tmp, path)
+            return key
+        try:
+            os.link(tmp, path)          # fails if the key exists: a conditional write
+            return key
+        except FileExistsError:
+            if path.read_bytes() == data:
+                return key              # an idempotent retry, not a clash
+            if on_clash == "reject":
+                raise Clash(f"{key} exists in {self.url} with other content")
+            for alt in copy_keys(key):
+                try:
+                    os.link(tmp, self._path(alt))
+                    return alt
+                except FileExistsError:
+                    continue
+            raise StoreError(f"too many copies of {key}")
 
     def get(self, key: str) -> bytes:
         try:
@@ -161,7 +213,7 @@ class FileStore:
         """key -> a version tag that changes whenever the object does (size and mtime here)."""
         out = {}
         for key in self.list(prefix):
-            st = self._path(key).stat()
+            st = self.root.joinpath(*key.split("/")).stat()     # a listed file, even one no valid key names
             out[key] = f"{st.st_size}-{st.st_mtime_ns}"
         return out
 

@@ -25,11 +25,36 @@ from agent.policy import Ledger, PolicyError, lease_terms, load_policy, pause_re
 from agent.probe import probe
 from agent.sources import published_commits_only
 from agent.store import StoreError
-from agent.workclient import ApiError, WorkClient, load_credentials, save_credentials
+from agent.workclient import (CONTROL_CHARS, REASON_MAX, ApiError, WorkClient, load_credentials,
+                              save_credentials)
 
 
 class VolunteerError(RuntimeError):
     """A reason to stop that the owner must act on (printed as one line, exit 2)."""
+
+
+def enrollment_code(code: str | None, code_file: str | None) -> str | None:
+    """The one-time code from --code, from a file (--code-file) or from stdin (--code -), so
+    that it need not show in `ps`; read only when the agent enrolls."""
+    if code_file is not None:
+        try:
+            with open(code_file) as handle:
+                line = handle.readline(200)
+        except OSError as exc:
+            raise VolunteerError(f"cannot read the enrollment code from {code_file}: {exc.strerror}") from None
+        where = code_file
+    elif code == "-":
+        line, where = sys.stdin.readline(200), "stdin"
+    else:
+        return code
+    if not line.strip():
+        raise VolunteerError(f"no enrollment code in {where} (one line, from `hwmatrix volunteers invite`)")
+    return line.strip()
+
+
+def one_line(text: str) -> str:
+    """A reason as the work API takes it: one line without control characters, bounded."""
+    return CONTROL_CHARS.sub(" ", str(text))[:REASON_MAX]
 
 
 def _say(message: str) -> None:
@@ -62,15 +87,17 @@ class Volunteer:
 
     # ------------------------------------------------------------ enrollment and keys
 
-    def enroll(self, code: str | None) -> dict:
+    def enroll(self, code: str | None, code_file: str | None = None) -> dict:
         creds = load_credentials(self.creds_path)
         if creds and creds.get("coordinator") == self.coordinator:
             return creds
         if creds:
             raise VolunteerError(f"{self.creds_path} belongs to {creds.get('coordinator')}; "
                                  "use another --state dir for another coordinator")
+        code = enrollment_code(code, code_file)
         if not code:
-            raise VolunteerError("not enrolled yet: pass --code (from `hwmatrix volunteers invite` on the coordinator)")
+            raise VolunteerError("not enrolled yet: pass --code, --code-file or --code - "
+                                 "(from `hwmatrix volunteers invite` on the coordinator)")
         try:
             answer = WorkClient(self.coordinator, None, self.ca_cert).call(
                 "enroll", {"code": code, "name": self.name, "profile": self.profile})
@@ -97,8 +124,9 @@ class Volunteer:
 
     # ------------------------------------------------------------ the loop
 
-    def run(self, code: str | None, max_cells: int | None = None, exit_when_idle: bool = False) -> int:
-        creds = self.enroll(code)
+    def run(self, code: str | None, max_cells: int | None = None, exit_when_idle: bool = False,
+            code_file: str | None = None) -> int:
+        creds = self.enroll(code, code_file)
         client = WorkClient(self.coordinator, creds["key"], self.ca_cert)
         done, backoff = 0, self.poll_s
         while max_cells is None or done < max_cells:
@@ -114,8 +142,11 @@ class Volunteer:
                 if exc.status == 401:
                     raise VolunteerError(f"the coordinator refused this agent's key ({exc}); "
                                          f"enroll again: delete {self.creds_path} and pass a new --code") from None
-                self.note(f"waiting: {exc}")
-                if exc.status == 403:           # awaiting approval: ask again at the usual pace
+                if exc.status == 409:           # this machine changed: the admin must approve it again
+                    self.note(f"waiting for the coordinator's admin: {exc}")
+                else:
+                    self.note(f"waiting: {exc}")
+                if exc.status in (403, 409):    # awaiting approval: ask again at the usual pace
                     time.sleep(self.poll_s)
                     continue
                 time.sleep(backoff)             # unreachable or failing: back off
@@ -183,11 +214,14 @@ class Volunteer:
             client.call("complete", {"lease": lease})
         except ApiError as exc:
             _say(f"cell {spec.cell_id}: not accepted: {exc}")
-            self._tell(client, "release", {"lease": lease, "reason": f"not delivered: {exc}"})
+            if exc.status not in (410, 422):    # the coordinator took the cell back itself
+                self._tell(client, "release", {"lease": lease, "reason": f"not delivered: {exc}"})
         return True
 
     @staticmethod
     def _tell(client: WorkClient, call: str, body: dict) -> None:
+        if "reason" in body:
+            body = {**body, "reason": one_line(body["reason"])}
         try:
             client.call(call, body)
         except ApiError as exc:
@@ -232,14 +266,15 @@ class _Heartbeat(threading.Thread):
 
 
 def main(coordinator: str, code: str | None, policy: str, state_dir: str, ca_cert: str | None,
-         name: str | None, max_cells: int | None, exit_when_idle: bool, poll_s: float) -> int:
+         name: str | None, max_cells: int | None, exit_when_idle: bool, poll_s: float,
+         code_file: str | None = None) -> int:
     def terminate(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
     try:
         agent = Volunteer(coordinator, policy, Path(state_dir), ca_cert, name, poll_s)
-        return agent.run(code, max_cells, exit_when_idle)
+        return agent.run(code, max_cells, exit_when_idle, code_file)
     except (VolunteerError, ApiError) as exc:
         print(f"hwmatrix: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from agent.store import CLASH_POLICIES, StoreError
-from coordinator.cli_options import run_id_arg, store_options, store_url, use_endpoint
+from coordinator.cli_options import max_cells_option, run_id_arg, store_options, store_url, use_endpoint
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from coordinator.volunteer_cli import add_commands as add_volunteer_commands
 
@@ -38,9 +38,12 @@ def cmd_probe(args) -> int:
 
 
 def _use_token(args) -> None:
-    """Token auth on before ray is imported (Ray reads it at import)."""
+    """Token auth on before ray is imported (Ray reads it at import); a cluster on this
+    machine is joined on loopback, which Ray also decides at import."""
     from agent.auth import TokenError, use_token
+    from coordinator.loopback import keep_ray_on_loopback
 
+    keep_ray_on_loopback(args.address)
     try:
         use_token(args.token_file)
     except TokenError as exc:
@@ -51,15 +54,15 @@ def cmd_plan(args) -> int:
     from coordinator.plan import print_cluster_plan, print_plan
 
     if not args.address:
-        return print_plan(args.file)
+        return print_plan(args.file, args.max_cells)
     _use_token(args)
     from coordinator.cluster import connect
     from coordinator.plan import load_plan
     from coordinator.run import cluster_agents
 
-    load_plan(args.file)               # a malformed file is reported before any connection
+    load_plan(args.file, args.max_cells)   # a malformed file is reported before any connection
     connect(args.address, args.token_file)
-    return print_cluster_plan(args.file, cluster_agents())
+    return print_cluster_plan(args.file, cluster_agents(), args.max_cells)
 
 
 def cmd_run(args) -> int:
@@ -69,7 +72,7 @@ def cmd_run(args) -> int:
 
     return run_matrix(args.file, store_url=store_url(args), run_id=args.run_id, fresh=args.fresh,
                       skip_unmatched=args.skip_unmatched, address=args.address, token_file=args.token_file,
-                      on_clash=args.on_clash)
+                      on_clash=args.on_clash, max_cells=args.max_cells)
 
 
 def cmd_cluster(args) -> int:
@@ -105,13 +108,15 @@ def _axis_value(text: str) -> dict:
 
 def cmd_compare(args) -> int:
     from coordinator.compare import comparisons, render_comparisons
-    from coordinator.records import load_records
+    from coordinator.records import load_checked, warn_skipped
     from coordinator.stats import Settings
 
     if list(args.baseline) != list(args.candidate):
         raise UserError("--baseline and --candidate must name the same axis")
     store = _open_store(args)
-    records = load_records(store, args.run)
+    loaded = load_checked(store, args.run)
+    warn_skipped(loaded.skipped)
+    records = loaded.records
     if not records:
         raise UserError(f"no records in {store.url}" + (f" for run {args.run}" if args.run else ""))
     # axis values in records are typed (ints, bools); match them as text like the command line
@@ -129,16 +134,23 @@ def cmd_import(args) -> int:
     from coordinator.importers import ImportFailed, import_file
 
     try:
-        run_id, keys = import_file(args.file, args.label, args.engine, store_url(args), args.run_id)
+        done = import_file(args.file, args.label, args.engine, store_url(args), args.run_id)
     except ImportFailed as exc:
         raise UserError(str(exc)) from None
-    print(f"imported {len(keys)} records from {args.file} as {args.label!r} into run {run_id}")
+    from agent.printable import printable
+
+    for note in done.notes[:50]:       # rows the parsers skipped, with their line numbers
+        print(f"hwmatrix: note: {args.file}: {printable(note)}", file=sys.stderr)
+    if len(done.notes) > 50:
+        print(f"hwmatrix: note: {args.file}: ... and {len(done.notes) - 50} more notes", file=sys.stderr)
+    repeats = f"; {done.duplicates} duplicate row(s) dropped" if done.duplicates else ""
+    print(f"imported {len(done.keys)} records from {args.file} as {args.label!r} into run {done.run_id}{repeats}")
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
     from coordinator.compare import comparisons
-    from coordinator.records import load_records
+    from coordinator.records import load_checked, warn_skipped
     from coordinator.reports import render
     from coordinator.stats import Settings
 
@@ -148,7 +160,10 @@ def cmd_report(args) -> int:
     store = _open_store(args)
     filters = {"matrix": args.matrix, "ref": args.ref, "hw_class": args.hw_class, "since": args.since,
                "until": args.until}
-    records = [r for run in (args.run or [None]) for r in load_records(store, run, **filters)]
+    loaded = [load_checked(store, run, **filters) for run in (args.run or [None])]
+    records = [r for got in loaded for r in got.records]
+    skipped = [s for got in loaded for s in got.skipped]
+    warn_skipped(skipped)
     if not records:
         raise UserError(f"no records in {store.url} for that selection")
     settings = Settings(correction=args.correction)
@@ -157,7 +172,7 @@ def cmd_report(args) -> int:
         if not (args.baseline and args.candidate) or list(args.baseline) != list(args.candidate):
             raise UserError("--baseline and --candidate go together and name the same axis")
         rows = comparisons(records, args.baseline, args.candidate, settings)
-    out = render(fmt, records, rows, args.out, correction=settings.correction)
+    out = render(fmt, records, rows, args.out, correction=settings.correction, skipped=skipped)
     if args.out:
         print(f"wrote {fmt} report of {len(records)} records to {args.out}")
     else:
@@ -196,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("file")
     plan.add_argument("--address", default=None, help="HOST:PORT of a cluster: match cells against its agents")
     plan.add_argument("--token-file", default=None, help="the cluster's Ray auth token file")
+    max_cells_option(plan)
     plan.set_defaults(func=cmd_plan)
 
     run = sub.add_parser("run", help="run a matrix on this machine (embedded Ray) and print the table")
@@ -213,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--token-file", default=None,
                      help="the cluster's Ray auth token file (default: $HWMATRIX_TOKEN_FILE or "
                           "~/.config/hwmatrix/ray-token)")
+    max_cells_option(run)
     run.set_defaults(func=cmd_run)
 
     cluster = sub.add_parser("cluster", help="start or stop the coordinator's Ray head (token auth on)")

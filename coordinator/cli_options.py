@@ -37,3 +37,22 @@ def run_id_arg(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def max_cells_option(parser: argparse.ArgumentParser) -> None:
+    """--max-cells on plan and run: the cells are counted before they are made, and a matrix
+    that expands to more is refused with the count."""
+    from coordinator.matrix import MAX_CELLS
+
+    parser.add_argument("--max-cells", type=_positive_int, default=MAX_CELLS, metavar="N",
+                        help=f"refuse a matrix that expands to more than N cells (default {MAX_CELLS:,})")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value

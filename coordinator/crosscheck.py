@@ -7,7 +7,9 @@ few percent. A pair therefore only **disagrees** when the difference is BOTH sta
 significant (Holm-adjusted over the pair's metrics) AND larger than ``tolerance`` (the faster
 side more than 10% above the slower at the default). It **agrees** when the bootstrap CI of
 the ratio lies inside the tolerance band; anything else (too few engine processes, too
-noisy, a failed record) is **unknown**, with the reason in words.
+noisy, a failed record) is **unknown**, with the reason in words. A pair that cannot be
+compared because a record is malformed (not a record, samples that are text or NaN: see
+coordinator.record_check) **disagrees**: an agent must not escape the check by sending junk.
 
 A disagreement says "these two machines do not measure the same", never which one is
 wrong, and is never a regression: both ran the same build of the same cell.
@@ -19,6 +21,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from agent.printable import printable
+from coordinator.record_check import BadRecord, check_record
 
 ALPHA = 0.05
 MIN_UNITS = 3           # engine processes per side below which nothing is tested (as in stats.compare)
@@ -107,13 +112,28 @@ def _decide_metric(row: dict, tolerance: float, alpha: float) -> None:
 def cross_check(a: dict, b: dict, tolerance: float = 0.10) -> Verdict:
     """Compare every metric that both records (two agents, one class, one cell) hold.
 
-    Either record not ok -> unknown. A metric disagrees when its Holm-adjusted p (over the
-    pair's metrics) < 0.05 AND the faster side is more than ``tolerance`` above the slower;
-    agrees when the bootstrap 95% CI of the ratio lies inside that band; else unknown. The
-    pair disagrees if any metric does, agrees if every metric does, else is unknown.
+    Either record malformed -> disagree; either not ok -> unknown. A metric disagrees when
+    its Holm-adjusted p (over the pair's metrics) < 0.05 AND the faster side is more than
+    ``tolerance`` above the slower; agrees when the bootstrap 95% CI of the ratio lies inside
+    that band; else unknown. The pair disagrees if any metric does, agrees if every metric
+    does, else is unknown. Never raises on the records' content.
     """
     if tolerance <= 0:
         raise ValueError("tolerance must be > 0 (two machines of one class are never identical)")
+    for side, rec in (("first", a), ("second", b)):
+        try:
+            check_record(rec)
+        except BadRecord as exc:
+            who = rec.get("agent_id") if isinstance(rec, dict) else None
+            whose = f"{printable(who)[:60]}'s record" if isinstance(who, str) and who else f"the {side} record"
+            return Verdict("disagree", f"{whose} is malformed, so the pair cannot be compared: {exc}")
+    try:
+        return _cross_check(a, b, tolerance)
+    except (ArithmeticError, ValueError) as exc:     # a corner the checks above let through
+        return Verdict("disagree", f"the cross-check cannot be computed: {printable(exc)[:200]}")
+
+
+def _cross_check(a: dict, b: dict, tolerance: float) -> Verdict:
     from coordinator import stats
 
     for side, rec in (("first", a), ("second", b)):

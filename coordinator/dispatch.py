@@ -24,6 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agent.cellspec import CellSpec
 from agent.worker import BENCH_RESOURCE, benchmark_group, drain_spool
+from coordinator.loopback import LOOPBACK
 from coordinator.progress import ProgressBoard, RunProgress
 from coordinator.uploads import Granter, UploadDesk, serve_desk
 
@@ -80,7 +81,9 @@ class Task:
 
 
 def start_local_ray(labels: dict[str, str]) -> None:
-    """An embedded one-node Ray whose node carries this machine's profile as labels."""
+    """An embedded one-node Ray whose node carries this machine's profile as labels. It
+    listens on and addresses 127.0.0.1 only, provided coordinator.loopback set Ray's
+    no-cluster mode before ray was imported (else Ray swaps 127.0.0.1 for the interface's)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -88,7 +91,7 @@ def start_local_ray(labels: dict[str, str]) -> None:
     # run (plain ray.init() would join it through /tmp/ray or $RAY_ADDRESS)
     ray.init(address="local", num_cpus=os.cpu_count() or 1, resources={BENCH_RESOURCE: 1}, labels=labels,
              include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             configure_logging=True)
+             configure_logging=True, _node_ip_address=LOOPBACK)
 
 
 def live_bench_nodes() -> list[dict]:
@@ -151,13 +154,13 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
             give_up(task, "lost", f"{why}; tried {task.tries} time(s), no other agent of class {task.hw_class} left")
 
     with RunProgress(total, already_done) as progress:
-        live = LiveAgents(live_bench_nodes())
-        for task in tasks:
-            if live.can_run(task):
-                pending[_submit(task, board, as_json, desk)] = task
-            else:
-                give_up(task, "lost", f"no live agent of class {task.hw_class}")
-        try:
+        try:                                    # a Ctrl-C from the first submission to the last delivery
+            live = LiveAgents(live_bench_nodes())
+            for task in tasks:
+                if live.can_run(task):
+                    pending[_submit(task, board, as_json, desk)] = task
+                else:
+                    give_up(task, "lost", f"no live agent of class {task.hw_class}")
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 if desk is not None:
@@ -196,12 +199,12 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
                         ray.cancel(ref, force=True)
                         pending.pop(ref)
                         give_up(task, "lost", f"no live agent of class {task.hw_class} left")
+            _drain(outcomes, desk, granter, progress)
         except KeyboardInterrupt:
             for ref, task in pending.items():
                 ray.cancel(ref, force=True)
                 give_up(task, "canceled", "canceled by the user (Ctrl-C)")
             raise Interrupted(outcomes) from None
-        _drain(outcomes, desk, granter, progress)
     ray.kill(board)
     if desk is not None:
         ray.kill(desk)

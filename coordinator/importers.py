@@ -3,18 +3,31 @@
 An imported record sits in the store next to measured ones so a reproduction and the original
 report share one table, but its hardware class can never equal a measured class, so nothing
 ever gives the two a significance verdict against each other.
+
+What one import may cost is bounded: the file is refused unread above ``IMPORT_MAX_BYTES``
+(only that much is ever read), a row that repeats an earlier one exactly is dropped and
+counted rather than made into another record, more than ``IMPORT_MAX_RECORDS`` distinct rows
+are refused before any record is built, and the notes a block carries are capped.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.parsers import BenchRow, ParsedOutput, ParseError, SweepRow, parse_posted_text
 from agent.record import Metric, ResultRecord, utc_now
 from agent.store import StoreError, open_store, result_key
+
+# A posted result is a few KB (a GitHub comment holds at most 64K characters); parsing takes
+# about half a second of CPU per MB here, and every distinct row becomes a record file in the store.
+IMPORT_MAX_BYTES = 4 << 20
+IMPORT_MAX_RECORDS = 10_000
+NOTES_MAX = 20              # notes kept per block (and shown by the CLI); the rest are counted
 
 # Run settings that tell two rows of one table apart (or two reports apart) when present.
 KEY_PARAMS = ("model_type", "backends", "n_threads", "n_batch", "n_ubatch", "type_k", "type_v", "flash_attn",
@@ -30,6 +43,24 @@ VOLATILE = (("timestamps", "imported"), ("import_source",))
 
 class ImportFailed(ValueError):
     """A file with nothing importable; the message is one line, meant for the user, not a traceback."""
+
+
+@dataclass
+class Converted:
+    """What a posted text gives: its records, the parsers' notes (rows they skipped, with line
+    numbers), once each, and how many rows were dropped as exact repeats of earlier ones."""
+    records: list[dict]
+    notes: list[str]
+    duplicates: int
+
+
+@dataclass
+class Imported:
+    """What ``import_file`` wrote: the run, the store keys, and the notes and duplicates as above."""
+    run_id: str
+    keys: list[str]
+    notes: list[str]
+    duplicates: int
 
 
 def slug(text: str, limit: int = 60) -> str:
@@ -106,7 +137,8 @@ class _Context:
         self.seen: dict[str, int] = {}
 
     def cell_id(self, block: int, test: str, params: dict) -> str:
-        """Stable per (block, test, params); a repeated identical row gets an ordinal so none is lost."""
+        """Stable per (block, test, params); a row with the same params but other numbers gets an
+        ordinal so none is lost (an exact repeat never gets here: it is dropped as a duplicate)."""
         base = {"block": block, "params": params}
         cid = f"b{block:02d}-{slug(test, 40)}-{_digest(base)[:10]}"
         n = self.seen.get(cid, 0)
@@ -132,10 +164,11 @@ class _Context:
         return rec.model_dump(mode="json")
 
 
-def _bench_records(ctx: _Context, out: ParsedOutput, block: int) -> list[dict]:
+def _bench_records(ctx: _Context, out: ParsedOutput, block: int, rows: list[BenchRow]) -> list[dict]:
+    """One record per row of ``rows`` (the block's rows less repeats); params vary as across the block."""
     varying = _varying(out.bench_rows)
     records = []
-    for row in out.bench_rows:
+    for row in rows:
         f = row.fields
         notes = list(out.notes)
         kind = ctx.engine_kind(out, notes)
@@ -173,11 +206,48 @@ def _sweep_record(ctx: _Context, out: ParsedOutput, block: int) -> dict:
                       metrics=metrics, sweep_rows=[_sweep_dict(r) for r in out.sweep_rows], import_notes=notes)
 
 
-def import_text(text: str, label: str, engine: str | None = None, source: str = "", *,
-                run_id: str | None = None) -> list[dict]:
-    """ResultRecord dicts for every llama-bench row and sweep-bench table in posted text.
+def _bounded_notes(notes: list[str]) -> list[str]:
+    """The first ``NOTES_MAX`` notes, each cut to 300 characters, and how many more there were."""
+    return [n if len(n) <= 300 else n[:297] + "..." for n in notes[:NOTES_MAX]] + (
+        [f"... and {len(notes) - NOTES_MAX} more notes"] if len(notes) > NOTES_MAX else [])
 
-    Raises ImportFailed (one line) when the text holds no tool output or the label is blank.
+
+Kept = list[tuple[ParsedOutput, list[BenchRow], bool]]
+
+
+def _kept(outputs: list[ParsedOutput], engine: str | None) -> tuple[Kept, int]:
+    """Per block, its bench rows that repeat no earlier row exactly, and whether its sweep table
+    repeats none; and how many repeats there were in all (the markdown parser drops and counts
+    the repeats inside one table itself, before it converts them)."""
+    seen: set[str] = set()
+    kept, duplicates = [], sum(out.duplicates for out in outputs)
+    for out in outputs:
+        kind = engine or out.engine
+        rows = []
+        for row in out.bench_rows:
+            key = _digest([kind, row.fields.get("build_commit") or out.build_commit, _row_dict(row)])
+            if key in seen:
+                duplicates += 1
+            else:
+                seen.add(key)
+                rows.append(row)
+        sweep = bool(out.sweep_rows)
+        if sweep:
+            key = _digest([kind, out.build_commit, [_sweep_dict(r) for r in out.sweep_rows]])
+            if key in seen:
+                duplicates += 1
+                sweep = False
+            seen.add(key)
+        kept.append((out, rows, sweep))
+    return kept, duplicates
+
+
+def convert_text(text: str, label: str, engine: str | None = None, source: str = "", *,
+                 run_id: str | None = None) -> Converted:
+    """ResultRecord dicts for every distinct llama-bench row and sweep-bench table in posted text.
+
+    Raises ImportFailed (one line) when the text holds no tool output, more than
+    ``IMPORT_MAX_RECORDS`` distinct ones, or the label is blank.
     """
     where = f"{source}: " if source else ""
     label = (label or "").strip()
@@ -185,32 +255,61 @@ def import_text(text: str, label: str, engine: str | None = None, source: str = 
         raise ImportFailed(f"{where}a hardware label is required (--as \"CPU + GPU\")")
     if not isinstance(text, str) or not text.strip():
         raise ImportFailed(f"{where}empty: nothing to import")
+    if len(text) > IMPORT_MAX_BYTES:
+        raise ImportFailed(f"{where}{len(text):,} characters, more than the {IMPORT_MAX_BYTES:,} one import "
+                           "may hold; split the file")
     try:
         outputs = parse_posted_text(clean_text(text))
     except (ParseError, ValueError, RecursionError, sqlite3.Error) as exc:
-        raise ImportFailed(f"{where}unreadable: {' '.join(str(exc).split())}") from None
+        raise ImportFailed(f"{where}unreadable: {' '.join(str(exc).split())[:300]}") from None
     if not outputs:
         raise ImportFailed(f"{where}no llama-bench or llama-sweep-bench output found "
                            "(looked for markdown tables, JSON, JSONL, CSV, SQL and sweep-bench tables)")
+    kept, duplicates = _kept(outputs, engine)
+    distinct = sum(len(rows) + sweep for _, rows, sweep in kept)
+    if distinct > IMPORT_MAX_RECORDS:
+        raise ImportFailed(f"{where}{distinct:,} distinct results, more than the {IMPORT_MAX_RECORDS:,} one "
+                           "import may hold; split the file")
     ctx = _Context(text, label, engine, source, run_id)
     records: list[dict] = []
-    for block, out in enumerate(outputs, start=1):
-        if out.sweep_rows:
+    notes: dict[str, None] = {}
+    for block, (out, rows, sweep) in enumerate(kept, start=1):
+        out.notes = _bounded_notes(out.notes)
+        if sweep:
             records.append(_sweep_record(ctx, out, block))
-        records.extend(_bench_records(ctx, out, block))
-    return records
+        records.extend(_bench_records(ctx, out, block, rows))
+    for rec in records:
+        notes.update(dict.fromkeys(rec["import_notes"]))
+    return Converted(records, list(notes), duplicates)
+
+
+def import_text(text: str, label: str, engine: str | None = None, source: str = "", *,
+                run_id: str | None = None) -> list[dict]:
+    """The records of :func:`convert_text`."""
+    return convert_text(text, label, engine, source, run_id=run_id).records
 
 
 def read_text_file(path: str) -> str:
-    """The file as text; UTF-8 (with or without BOM) or PowerShell's UTF-16, anything else is refused."""
+    """The file as text; UTF-8 (with or without BOM) or PowerShell's UTF-16, anything else is refused.
+
+    Above ``IMPORT_MAX_BYTES`` it is refused by its size, and never more than that is read
+    (a pipe or a growing file has no size to go by).
+    """
+    too_big = ImportFailed(f"{path}: larger than {IMPORT_MAX_BYTES:,} bytes, the most one import may hold; "
+                           "split the file")
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > IMPORT_MAX_BYTES:
+                raise too_big
+            data = f.read(IMPORT_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ImportFailed(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImportFailed(f"{path}: is a directory, expected a text file") from None
     except OSError as exc:
         raise ImportFailed(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > IMPORT_MAX_BYTES:
+        raise too_big
     if not data.strip():
         raise ImportFailed(f"{path}: empty: nothing to import")
     try:
@@ -238,13 +337,14 @@ def _adopt_volatile(new: dict, old: dict) -> None:
 
 
 def import_file(path: str, label: str, engine: str | None, store_url: str,
-                run_id: str | None) -> tuple[str, list[str]]:
-    """Import one file into the store; returns (run_id, keys written). Re-importing is idempotent.
+                run_id: str | None) -> Imported:
+    """Import one file into the store. Re-importing is idempotent.
 
     Every key is checked before anything is written, so a clash leaves the store untouched.
     """
     text = read_text_file(path)
-    records = import_text(text, label, engine, source=Path(path).name, run_id=run_id)
+    converted = convert_text(text, label, engine, source=Path(path).name, run_id=run_id)
+    records = converted.records
     run_id = records[0]["run_id"]
     try:
         store = open_store(store_url)
@@ -260,7 +360,8 @@ def import_file(path: str, label: str, engine: str | None, store_url: str,
                     raise ImportFailed(f"{key} already holds a different record in {store.url}; "
                                        "pass another --run-id")
             planned.append((key, _dumps(rec)))
-        return run_id, [store.put(key, data, on_clash="reject") for key, data in planned]
+        keys = [store.put(key, data, on_clash="reject") for key, data in planned]
+        return Imported(run_id, keys, converted.notes, converted.duplicates)
     except StoreError as exc:
         raise ImportFailed(f"{path}: {exc}") from None
     except OSError as exc:

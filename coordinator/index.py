@@ -1,7 +1,8 @@
 """Per-run index and a catalog of runs, so reports over a big store read a few objects
 instead of listing and fetching every record for each query.
 
-    <prefix>/runs/<run_id>/index.json   {"records": {key: [version, record]}, ...}
+    <prefix>/runs/<run_id>/index.json   {"format": 2, "records": {key: [version, record]},
+                                         "skipped": {key: [version, why]}}
     <prefix>/catalog.json               {"runs": {run_id: summary}}  (matrix, refs, classes, dates)
 
 Both are rebuilt from the truth (the records) and written with compare-and-swap (If-Match
@@ -9,15 +10,23 @@ on the version read, If-None-Match when new), so writers that finish at once nev
 each other's entries: the loser reads again and merges. An index that lags behind the
 records (a spooled record delivered later) is caught up from one listing of the run's
 results prefix, fetching only the records whose version changed.
+
+A record is checked when it is fetched (coordinator.record_check): one that is not a usable
+record is kept out of ``records`` and listed in ``skipped`` with why, so readers never see
+it and it is not fetched again until it changes. An index of an older format is rebuilt.
 """
 from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+from agent.printable import printable
 from agent.store import StoreError, _part, results_prefix
+from coordinator.record_check import BadRecord, parse_record
 
 CATALOG_KEY = "catalog.json"
+INDEX_FORMAT = 2            # 2: records are checked and bad ones listed under "skipped"
 CAS_TRIES = 20
 FETCH_THREADS = 16
 
@@ -34,9 +43,26 @@ def _read(store, key: str) -> tuple[dict | None, str | None]:
     except KeyError:
         return None, None
     try:
-        return json.loads(data), version
-    except ValueError:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
         return None, version
+    return (obj if isinstance(obj, dict) else None), version
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A stored object under a run's results that is not a usable record, and why."""
+    key: str
+    reason: str
+
+    def note(self) -> str:
+        return f"skipped {printable(self.key)}: {self.reason}"
+
+
+@dataclass
+class RunRecords:
+    records: list[dict]
+    skipped: list[Skipped]
 
 
 def refs_of(record: dict) -> set[str]:
@@ -47,15 +73,41 @@ def refs_of(record: dict) -> set[str]:
     return {str(n) for n in names if n and not isinstance(n, (dict, list))}
 
 
-def _fetch(store, keys: list[str]) -> dict[str, dict]:
+def _fetch(store, keys: list[str]) -> dict[str, dict | str]:
+    """key -> its checked record, or why it is not one; keys gone since the listing are left out."""
     def one(key: str):
         try:
-            return key, store.get_json(key)
-        except (KeyError, ValueError):
+            for part in key.split("/"):
+                _part(part)
+        except StoreError:
+            return key, "not a valid store key"
+        try:
+            return key, parse_record(store.get(key), key)
+        except KeyError:
             return key, None
+        except BadRecord as exc:
+            return key, str(exc)
+        except OSError as exc:             # a file store's unreadable file (a store's own errors are StoreError)
+            return key, f"cannot be read: {printable(exc.strerror or exc)}"
 
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        return {k: rec for k, rec in pool.map(one, keys) if rec is not None}
+        return {k: got for k, got in pool.map(one, keys) if got is not None}
+
+
+def _entries(index: dict | None) -> tuple[dict, dict]:
+    """The (records, skipped) entries of an index of this format ({}, {} for any other),
+    without entries of the wrong shape (they are fetched again)."""
+    if not index or index.get("format") != INDEX_FORMAT:
+        return {}, {}
+    records, skipped = index.get("records"), index.get("skipped")
+
+    def shaped(entries, kind) -> dict:
+        if not isinstance(entries, dict):
+            return {}
+        return {k: e for k, e in entries.items()
+                if isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], kind)}
+
+    return shaped(records, dict), shaped(skipped, str)
 
 
 def _names_ref(names, ref: str) -> bool:
@@ -75,31 +127,53 @@ def _summary(records: list[dict], run_id: str) -> dict:
 
 
 def refresh_index(store, run_id: str) -> list[dict]:
-    """The run's records, from its index caught up with one listing; the index (and the
-    catalog entry) is written back only when something changed."""
+    """The run's usable records (see read_run)."""
+    return read_run(store, run_id).records
+
+
+def read_run(store, run_id: str) -> RunRecords:
+    """The run's records and the objects skipped as unusable, from its index caught up with
+    one listing; the index (and the catalog entry) is written back only when something changed."""
     for _ in range(CAS_TRIES):
         index, version = _read(store, index_key(run_id))
-        entries = (index or {}).get("records", {})
+        entries, bad = _entries(index)
         listed = {k: v for k, v in store.list_versions(results_prefix(run_id)).items() if k.endswith(".json")}
         if not listed and index is None:
-            return []                   # nothing recorded yet: write nothing
-        stale = [k for k, v in listed.items() if k not in entries or entries[k][0] != v]
-        fresh = {k: [listed[k], rec] for k, rec in _fetch(store, stale).items()}
-        if not fresh and set(entries) == set(listed) and index is not None:
-            return [rec for _, rec in entries.values()]
-        merged = {k: fresh.get(k) or entries[k] for k in listed if k in fresh or k in entries}
-        data = json.dumps({"run_id": run_id, "records": merged}, separators=(",", ":")).encode()
+            return RunRecords([], [])               # nothing recorded yet: write nothing
+        known = {**entries, **bad}
+        stale = [k for k, v in listed.items() if k not in known or known[k][0] != v]
+        fetched = _fetch(store, stale)
+        if not fetched and set(known) == set(listed) and index is not None and index.get("format") == INDEX_FORMAT:
+            return _run_records(entries, bad)
+        good, skipped = {}, {}
+        for k in listed:
+            got = fetched.get(k)
+            if isinstance(got, dict):
+                good[k] = [listed[k], got]
+            elif isinstance(got, str):
+                skipped[k] = [listed[k], got]
+            elif k in entries:
+                good[k] = entries[k]
+            elif k in bad:
+                skipped[k] = bad[k]
+        data = json.dumps({"run_id": run_id, "format": INDEX_FORMAT, "records": good, "skipped": skipped},
+                          separators=(",", ":")).encode()
         if store.put_if(index_key(run_id), data, version):
-            records = [rec for _, rec in merged.values()]
-            _catalog_put(store, run_id, _summary(records, run_id))
-            return records
+            found = _run_records(good, skipped)
+            _catalog_put(store, run_id, _summary(found.records, run_id))
+            return found
     raise StoreError(f"the index of run {run_id} kept changing under us ({CAS_TRIES} tries)")
+
+
+def _run_records(good: dict, skipped: dict) -> RunRecords:
+    return RunRecords([rec for _, rec in good.values()], [Skipped(k, why) for k, (_, why) in sorted(skipped.items())])
 
 
 def _catalog_put(store, run_id: str, summary: dict) -> None:
     for _ in range(CAS_TRIES):
         catalog, version = _read(store, CATALOG_KEY)
-        runs = (catalog or {}).get("runs", {})
+        runs = (catalog or {}).get("runs")
+        runs = runs if isinstance(runs, dict) else {}
         if runs.get(run_id) == summary:
             return
         runs[run_id] = summary
@@ -109,15 +183,31 @@ def _catalog_put(store, run_id: str, summary: dict) -> None:
     raise StoreError(f"the catalog kept changing under us ({CAS_TRIES} tries)")
 
 
-def catalog(store) -> dict[str, dict]:
+def catalog(store, skipped: list[Skipped] | None = None) -> dict[str, dict]:
     """run_id -> summary; runs the catalog does not know yet (an older store) are indexed now,
-    found with one delimited listing of runs/ rather than a walk of every key."""
-    known = (_read(store, CATALOG_KEY)[0] or {}).get("runs", {})
+    found with one delimited listing of runs/ rather than a walk of every key. A run whose
+    name is no valid run id is left out (and added to ``skipped``)."""
+    runs = (_read(store, CATALOG_KEY)[0] or {}).get("runs")
+    known = {k: s for k, s in runs.items() if _summary_ok(s)} if isinstance(runs, dict) else {}
     for run_id in store.run_ids():
-        if run_id not in known:
-            records = refresh_index(store, run_id)
-            known[run_id] = _summary(records, run_id)
+        if run_id in known:
+            continue
+        try:
+            _part(run_id)
+        except StoreError:
+            if skipped is not None:
+                skipped.append(Skipped(f"runs/{run_id}/", "not a valid run id"))
+            continue
+        known[run_id] = _summary(refresh_index(store, run_id), run_id)
     return known
+
+
+def _summary_ok(summary) -> bool:
+    """A catalog entry select_runs can read (else the run is indexed again)."""
+    return (isinstance(summary, dict)
+            and all(isinstance(summary.get(k), list) and all(isinstance(x, str) for x in summary[k])
+                    for k in ("matrix", "refs", "classes"))
+            and all(summary.get(k) is None or isinstance(summary.get(k), str) for k in ("first", "last")))
 
 
 def select_runs(runs: dict[str, dict], *, matrix: str | None = None, ref: str | None = None,

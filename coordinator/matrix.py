@@ -4,11 +4,15 @@ Pydantic checks shapes and values; a second pass (``Matrix._check``) checks what
 whole file can tell (refs name defined engines, excludes name axes, every cell can run on
 its engine). Either way the first problem becomes one :class:`MatrixError`, placed on the
 line of the offending key by the line map from :mod:`coordinator.yaml_lines`.
+
+Nothing here costs more than the file's size allows: the cells are counted from the axes
+before any is built and refused above ``--max-cells`` (``MAX_CELLS``), include and exclude
+hold at most ``ENTRIES_MAX`` entries each, duplicate checks use sets, and messages quote
+values with :func:`agent.quoting.shown`, so a huge value never makes a huge message.
 """
 from __future__ import annotations
 
 import difflib
-import itertools
 import math
 import operator
 import re
@@ -20,19 +24,20 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (AfterValidator, AliasChoices, BaseModel, ConfigDict,
                       Discriminator, Field, PlainSerializer, PlainValidator, PrivateAttr, Tag,
-                      ValidationError, field_validator, model_validator)
+                      ValidationError, ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from agent.flags import (ARG_BOUNDS, NAME_MAX, OT_MAX, TINY_PARAM_MAX,
                          cmake_flag_problem, commit_problem, git_ref_problem, name_problem,
                          path_problem, ref_name_problem, repo_problem, version_problem)
+from agent.quoting import shown
 from coordinator.yaml_lines import Lines, MatrixError, format_key, load_with_lines
 
 __all__ = [
     "MatrixError", "Matrix", "Engine", "Sdist", "Build", "Model", "TinyParams", "RefSpec",
     "ToolArgs", "Repetitions", "Hygiene", "HardwareSpec", "CpuSpec", "GpuSpec", "Range",
     "BatchPair", "MatrixAxes", "AxisValues", "Compare", "load_matrix", "validate_matrix",
-    "expand_axes", "KNOWN_QUANTS", "AXIS_NAMES", "ARG_NAMES",
+    "expand_axes", "count_cells", "KNOWN_QUANTS", "AXIS_NAMES", "ARG_NAMES", "MAX_CELLS", "ENTRIES_MAX",
 ]
 
 # ---------------------------------------------------------------- vocabularies
@@ -76,6 +81,11 @@ _TS = re.compile(r"[0-9]+(\.[0-9]+)?(/[0-9]+(\.[0-9]+)?)*")
 # The run id is "<name>-<12 hex>" (plus "-YYYYmmddTHHMMSS" with --fresh) and must stay a
 # valid name for the agent, so the matrix name leaves room for both suffixes.
 MATRIX_NAME_MAX = NAME_MAX - len("-0123456789ab-20250101T000000")
+# Each cell is at least one build-and-benchmark; ten thousand is weeks of machine time, and
+# planning that many takes about a second. `--max-cells` raises it for one plan or run.
+MAX_CELLS = 10_000
+ENTRIES_MAX = 1_000         # include and exclude entries each (GitHub allows 256 jobs in all)
+COUNT_STEPS_MAX = 2_000_000  # work allowed to count the cells that the excludes leave (about a second)
 
 
 def _fail(message: str):
@@ -122,7 +132,7 @@ def _canonical(table, what: str):
     def check(v: str) -> str:
         hit = lookup.get(v.lower())
         if hit is None:
-            _fail(f"{v!r} is not a known {what}" + did_you_mean(v, table, fold_case=True))
+            _fail(f"{shown(v)} is not a known {what}" + did_you_mean(v, table, fold_case=True))
         return hit
     return check
 
@@ -130,7 +140,7 @@ def _canonical(table, what: str):
 def _git_ref(v: str) -> str:
     problem = git_ref_problem(v)
     if problem:
-        _fail(f"{v!r} is not a valid git ref name: {problem}")
+        _fail(f"{shown(v)} is not a valid git ref name: {problem}")
     return v
 
 
@@ -155,7 +165,7 @@ def _model_path(v: str) -> str:
 
 def _ts(v: str) -> str:
     if not _TS.fullmatch(v):
-        _fail(f"{v!r} is not a tensor split: numbers joined by '/', e.g. '3/1'")
+        _fail(f"{shown(v)} is not a tensor split: numbers joined by '/', e.g. '3/1'")
     return v
 
 
@@ -227,7 +237,7 @@ class Range:
         if isinstance(value, Range):
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            _fail(f"expected a number or comparisons like '>=2' or '>=2,<=4', got {value!r}")
+            _fail(f"expected a number or comparisons like '>=2' or '>=2,<=4', got {shown(value)}")
         if isinstance(value, (int, float)):
             clauses = [("==", float(value))]
         else:
@@ -235,11 +245,11 @@ class Range:
             for part in value.split(","):
                 m = _CLAUSE.fullmatch(part)
                 if not m:
-                    _fail(f"{value!r} is not a comparison list like '>=2' or '>=2,<=4'")
+                    _fail(f"{shown(value)} is not a comparison list like '>=2' or '>=2,<=4'")
                 clauses.append((m.group(1) or "==", float(m.group(2))))
         rng = cls(tuple(clauses), integer)
         if rng.is_empty():
-            _fail(f"{value!r} admits no {'whole number' if integer else 'value'}")
+            _fail(f"{shown(value)} admits no {'whole number' if integer else 'value'}")
         return rng
 
     def admits(self, x: float | None) -> bool:
@@ -301,16 +311,18 @@ class Sdist(_Strict):
     @field_validator("versions")
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
-        dup = [x for i, x in enumerate(v) if x in v[:i]]
-        if dup:
-            _fail(f"version {dup[0]!r} is listed twice")
+        seen: set[str] = set()
+        for x in v:
+            if x in seen:
+                _fail(f"version {shown(x)} is listed twice")
+            seen.add(x)
         return v
 
 
 class Build(_Strict):
     """How to build an engine beyond the defaults."""
     cmake: list[CmakeFlag] = Field(default_factory=list, description=(
-        "extra -D<NAME>=<VALUE> flags; NAME in GGML_*, LLAMA_*, CMAKE_BUILD_TYPE, "
+        "extra -D<NAME>=<VALUE> flags; NAME one of the engine's GGML_*/LLAMA_* options, CMAKE_BUILD_TYPE, "
         "CMAKE_CUDA_ARCHITECTURES, BUILD_SHARED_LIBS"))
 
 
@@ -371,7 +383,7 @@ class Model(_Strict):
     @classmethod
     def _sha(cls, v: str | None) -> str | None:
         if v is not None and not _SHA256.fullmatch(v):
-            _fail(f"{v!r} is not a sha256 (64 hex digits)")
+            _fail(f"{shown(v)} is not a sha256 (64 hex digits)")
         return v.lower() if v else v
 
     @model_validator(mode="after")
@@ -535,8 +547,10 @@ class MatrixAxes(_Strict):
     ts: list[TensorSplit] | None = _axis("ts")
     ot: list[Overrides] | None = _axis("ot")
     mmap: list[bool] | None = _axis("mmap")
-    exclude: list[AxisValues] = Field(default_factory=list, description="partial combinations to drop")
-    include: list[AxisValues] = Field(default_factory=list, description="combinations to extend or add")
+    exclude: list[AxisValues] = Field(default_factory=list, max_length=ENTRIES_MAX,
+                                      description="partial combinations to drop")
+    include: list[AxisValues] = Field(default_factory=list, max_length=ENTRIES_MAX,
+                                      description="combinations to extend or add")
 
     _order: list[str] = PrivateAttr(default_factory=list)
 
@@ -690,7 +704,7 @@ class Compare(_Strict):
     """What reports compare against: the baseline cell values and the metrics shown."""
     baseline: AxisValues = Field(description="axis values of the baseline, e.g. {ref: a}")
     metrics: list[Annotated[str, AfterValidator(lambda v: v if re.fullmatch(r"[a-z][a-z0-9_]*", v) else _fail(
-        f"{v!r} is not a metric name"))]] = Field(
+        f"{shown(v)} is not a metric name"))]] = Field(
         default_factory=lambda: ["pp_tps", "tg_tps"], min_length=1, description="metrics to compare")
 
 
@@ -731,6 +745,8 @@ class Matrix(_Strict):
     matrix: MatrixAxes = Field(description="axes, exclude and include")
     compare: Compare | None = Field(None, description="baseline and metrics for reports")
 
+    _ref_map: dict = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="before")
     @classmethod
     def _null_sections(cls, v: Any) -> Any:
@@ -741,14 +757,17 @@ class Matrix(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _whole_file(self) -> "Matrix":
-        self._check()
+    def _whole_file(self, info: ValidationInfo) -> "Matrix":
+        self._check((info.context or {}).get("max_cells", MAX_CELLS))
         return self
 
     # -- public helpers
 
     def refs(self) -> dict[str, RefSpec]:
-        return {r.name: r for r in self.matrix.ref}
+        """Ref name -> ref (built once: every cell looks its ref up here)."""
+        if not self._ref_map:
+            self._ref_map = {r.name: r for r in self.matrix.ref}
+        return self._ref_map
 
     def engine_of(self, ref_name: str) -> tuple[str, Engine]:
         """(engine name, engine) that builds the named ref."""
@@ -772,27 +791,35 @@ class Matrix(_Strict):
 
     # -- whole-file checks, first problem wins
 
-    def _check(self) -> None:
+    def _check(self, max_cells: int = MAX_CELLS) -> None:
+        for name, e in self.engines.items():          # each engine takes only its own cmake options
+            for j, flag in enumerate(e.build.cmake):
+                if problem := cmake_flag_problem(flag, e.kind):
+                    raise _Invalid(("engines", name, "build", "cmake", j), problem)
         m = self.matrix
         refs = m.ref
+        names: set[str] = set()
         for i, r in enumerate(refs):
             if r.engine is None:
                 if len(self.engines) > 1:
                     raise _Invalid(("matrix", "ref", i), f"ref {r.name!r} must name its engine "
                                    f"(one of {', '.join(self.engines)})")
             elif r.engine not in self.engines:
-                raise _Invalid(("matrix", "ref", i, "engine"), f"engine {r.engine!r} is not defined under engines"
+                raise _Invalid(("matrix", "ref", i, "engine"), f"engine {shown(r.engine)} is not defined under engines"
                                + did_you_mean(r.engine, self.engines))
-            if any(o.name == r.name for o in refs[:i]):
+            if r.name in names:
                 raise _Invalid(("matrix", "ref", i, "name"), f"ref name {r.name!r} is used twice")
+            names.add(r.name)
         axes = m.axes()
         for axis, values in axes.items():
+            seen: set = set()
             for j, v in enumerate(values):
-                if any(_same(v, w) for w in values[:j]):
-                    raise _Invalid(("matrix", axis, j), f"duplicate value {v!r} in axis {axis!r}")
+                if _hashable(v) in seen:
+                    raise _Invalid(("matrix", axis, j), f"duplicate value {shown(v)} in axis {axis!r}")
+                seen.add(_hashable(v))
         for j, model in enumerate(m.model or []):
             if model not in self.models:
-                raise _Invalid(("matrix", "model", j), f"model {model!r} is not defined under models"
+                raise _Invalid(("matrix", "model", j), f"model {shown(model)} is not defined under models"
                                + did_you_mean(model, self.models))
         for section in ("exclude", "include"):
             for j, entry in enumerate(getattr(m, section)):
@@ -805,7 +832,24 @@ class Matrix(_Strict):
                         raise _Invalid(loc, f"exclude key {k!r} is not an axis of this matrix "
                                        f"(axes: {', '.join(axes)})")
                     self._check_name(k, v, loc)
-        cells = self.cells()
+        excludes = [e.values() for e in m.exclude]
+        try:
+            if count_cells(axes, excludes, limit=max_cells + 1) > max_cells:   # stops at max_cells + 1
+                try:
+                    count = f"{count_cells(axes, excludes):,}"
+                except _TooIntricate:
+                    count = f"more than {max_cells:,}"
+                sizes = " x ".join(str(len(v)) for v in axes.values())
+                raise _Invalid(("matrix",), f"the matrix expands to {count} cells ({sizes}"
+                               + (" less excluded" if excludes else "") + f"), more than the {max_cells:,} "
+                               "--max-cells allows; exclude some, or raise --max-cells")
+            cells = self.cells()
+        except _TooIntricate:
+            raise _Invalid(("matrix", "exclude"), f"the {len(excludes)} exclude entries overlap too much to "
+                           f"count the cells they leave within {COUNT_STEPS_MAX:,} steps; merge some") from None
+        if len(cells) > max_cells:
+            raise _Invalid(("matrix", "include"), f"with its include entries the matrix expands to "
+                           f"{len(cells):,} cells, more than the {max_cells:,} --max-cells allows")
         if not cells:
             raise _Invalid(("matrix",), "the matrix expands to no cells (everything is excluded)")
         for c in cells:
@@ -813,7 +857,7 @@ class Matrix(_Strict):
             if missing:
                 raise _Invalid(self._origin(c, missing[0]),
                                f"this include matches no combination, so it adds a cell, and that cell "
-                               f"has no ref: {c}" if missing[0] == "ref" else
+                               f"has no ref: {shown(c)}" if missing[0] == "ref" else
                                "a 'model' axis is required when there is more than one model")
             self._check_engine(c)
         if self.compare is not None:
@@ -823,13 +867,13 @@ class Matrix(_Strict):
                 if k not in axes:
                     raise _Invalid(loc, f"baseline key {k!r} is not an axis of this matrix (axes: {', '.join(axes)})")
                 if not any(_same(v, w) for w in axes[k]):
-                    raise _Invalid(loc, f"baseline {k} {v!r} is not a value of axis {k!r}")
+                    raise _Invalid(loc, f"baseline {k} {shown(v)} is not a value of axis {k!r}")
 
     def _check_name(self, key: str, value: Any, loc: tuple) -> None:
         if key == "ref" and value not in self.refs():
-            raise _Invalid(loc, f"ref {value!r} is not defined in matrix.ref" + did_you_mean(value, self.refs()))
+            raise _Invalid(loc, f"ref {shown(value)} is not defined in matrix.ref" + did_you_mean(value, self.refs()))
         if key == "model" and value not in self.models:
-            raise _Invalid(loc, f"model {value!r} is not defined under models" + did_you_mean(value, self.models))
+            raise _Invalid(loc, f"model {shown(value)} is not defined under models" + did_you_mean(value, self.models))
 
     def _origin(self, cell: dict, key: str) -> tuple:
         """Where in the file ``cell[key]`` came from: an axis item, an include entry, or args/tool."""
@@ -856,9 +900,9 @@ class Matrix(_Strict):
             if key in only and only[key](value):
                 where = self._origin(cell, key) if key in cell else (
                     ("tool",) if key == "tool" else ("args", key))
-                shown = str(value).lower() if isinstance(value, bool) else value
+                text = str(value).lower() if isinstance(value, bool) else value
                 hint = "; exclude that combination" if where[0] == "matrix" else "; set it per ref with include"
-                raise _Invalid(where, f"{key}={shown} needs {needs}, but ref {cell['ref']!r} builds "
+                raise _Invalid(where, f"{key}={text} needs {needs}, but ref {cell['ref']!r} builds "
                                f"engine {engine_name!r} ({engine.kind}){hint}")
 
 
@@ -875,6 +919,127 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _hashable(v: Any) -> Any:
+    """A key equal for two values exactly when :func:`_same` says they are the same."""
+    if isinstance(v, bool):
+        return ("bool", v)
+    if isinstance(v, dict):
+        return ("dict", frozenset((k, _hashable(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return ("list", tuple(_hashable(x) for x in v))
+    return ("value", v)
+
+
+class _TooIntricate(Exception):
+    """Counting the cells the excludes leave took more than ``COUNT_STEPS_MAX`` steps."""
+
+
+class _Product:
+    """The axes' product less the excludes, counted and walked without building what they drop.
+
+    Each exclude entry becomes {axis position: positions of the value it names}. At each axis
+    the values that no live entry names lead to the same count, so counting costs about the
+    entries times the axes, not the product; walking visits only combinations that survive.
+    Counting what many entries leave, each naming values on several axes, is a hard problem
+    in general, so it stops at ``COUNT_STEPS_MAX``; with a ``limit`` every count stops there
+    (``min(count, limit)``), which is much cheaper when many combinations survive.
+    """
+
+    def __init__(self, axes: dict[str, list], exclude: list[dict], limit: int | None = None):
+        self.limit = limit
+        self.keys, self.values = list(axes), list(axes.values())
+        where = []
+        for values in self.values:
+            positions: dict = {}
+            for j, v in enumerate(values):
+                positions.setdefault(_hashable(v), set()).add(j)
+            where.append(positions)
+        self.rules: list[dict[int, set]] = []
+        for entry in exclude:
+            rule = {self.keys.index(k): where[self.keys.index(k)].get(_hashable(v), set()) for k, v in entry.items()}
+            if all(rule.values()):          # an entry naming a value no axis has drops nothing
+                self.rules.append(rule)
+        self.last = [max(rule, default=-1) for rule in self.rules]
+        self.memo: dict[tuple, int] = {}
+        self.steps = 0
+
+    def _split(self, level: int, live: frozenset) -> tuple[frozenset, dict[int, frozenset]]:
+        """(entries that do not name this axis, value position -> the entries that name it)."""
+        free, named = [], {}
+        for r in live:
+            positions = self.rules[r].get(level)
+            if positions is None:
+                free.append(r)
+            else:
+                for j in positions:
+                    named.setdefault(j, []).append(r)
+        free = frozenset(free)
+        return free, {j: free | frozenset(rs) for j, rs in named.items()}
+
+    def count(self, level: int = 0, live: frozenset | None = None) -> int:
+        """Combinations of the axes from ``level`` on that no entry in ``live`` drops."""
+        if live is None:
+            live = frozenset(range(len(self.rules)))
+        key = (level, live)
+        if key not in self.memo:
+            self.steps += 1 + len(live)
+            if self.steps > COUNT_STEPS_MAX:
+                raise _TooIntricate()
+            if any(self.last[r] < level for r in live):
+                n = 0                       # an entry matched every axis it names
+            elif not live:
+                n = math.prod(len(v) for v in self.values[level:])
+            else:
+                free, named = self._split(level, live)
+                rest = len(self.values[level]) - len(named)
+                n = rest * self.count(level + 1, free) if rest else 0
+                for rules in named.values():
+                    if self.limit is not None and n >= self.limit:
+                        break
+                    n += self.count(level + 1, rules)
+            self.memo[key] = n if self.limit is None else min(n, self.limit)
+        return self.memo[key]
+
+    def combos(self) -> list[dict]:
+        """The surviving combinations in product order (first axis outermost); ``limit=1``
+        makes the test for an empty subtree cheapest."""
+        out: list[dict] = []
+        chosen: list = [None] * len(self.keys)
+
+        def walk(level: int, live: frozenset) -> None:
+            if not self.count(level, live):
+                return
+            if level == len(self.keys):
+                out.append(dict(zip(self.keys, chosen)))
+                return
+            free, named = self._split(level, live)
+            for j, value in enumerate(self.values[level]):
+                chosen[level] = value
+                walk(level + 1, named.get(j, free))
+
+        if self.keys:
+            walk(0, frozenset(range(len(self.rules))))
+        return out
+
+
+def _check_exclude_keys(axes: dict[str, list], exclude: list[dict]) -> None:
+    for entry in exclude:
+        for key in entry:
+            if key not in axes:
+                raise ValueError(f"exclude key {key!r} is not an axis")
+
+
+def count_cells(axes: dict[str, list], exclude: list[dict], limit: int | None = None) -> int:
+    """How many combinations the axes give once the excludes drop theirs, without building any
+    (with ``limit``: at most that many, found faster). An include adds at most one cell each.
+
+    Raises ``_TooIntricate`` past ``COUNT_STEPS_MAX`` steps: hundreds of excludes, each
+    naming values on several axes of a product of billions, get there.
+    """
+    _check_exclude_keys(axes, exclude)
+    return _Product(axes, exclude, limit).count() if axes else 0
+
+
 def expand_axes(axes: dict[str, list], include: list[dict], exclude: list[dict]) -> list[dict]:
     """Expand axes exactly as GitHub Actions expands ``strategy.matrix``.
 
@@ -882,24 +1047,29 @@ def expand_axes(axes: dict[str, list], include: list[dict], exclude: list[dict])
     exclude entry; then each include entry, in order, is merged into every product
     combination whose original axis values it does not contradict (values that earlier
     includes added may be overwritten), or, if it fits none, appended as a new combination.
+    Excluded combinations are never built, and includes find their combinations through an
+    index of the axis values, so the work follows the cells made, not the product.
     """
-    for entry in exclude:
-        for key in entry:
-            if key not in axes:
-                raise ValueError(f"exclude key {key!r} is not an axis")
-    keys = list(axes)
-    combos = ([dict(zip(keys, values)) for values in itertools.product(*axes.values())]
-              if keys else [])
-    combos = [c for c in combos
-              if not any(all(_same(c[k], v) for k, v in e.items()) for e in exclude)]
+    _check_exclude_keys(axes, exclude)
+    combos = _Product(axes, exclude, limit=1).combos()
+    if not include:
+        return combos
     originals = len(combos)
+    index: dict[str, dict] = {k: {} for k in axes}      # axis -> value -> combinations holding it
+    for i, c in enumerate(combos):
+        for k in axes:
+            index[k].setdefault(_hashable(c[k]), set()).add(i)
     for entry in include:
-        merged = False
-        for c in combos[:originals]:
-            if all(_same(c[k], v) for k, v in entry.items() if k in axes):
-                c.update(entry)
-                merged = True
-        if not merged:
+        hits = None
+        for k, v in entry.items():
+            if k in axes:
+                found = index[k].get(_hashable(v), set())
+                hits = found if hits is None else hits & found
+        if hits is None:
+            hits = range(originals)
+        for i in hits:
+            combos[i].update(entry)
+        if not hits:
             combos.append(dict(entry))
     return combos
 
@@ -975,8 +1145,7 @@ def _nearest_line(lines: Lines, path: tuple) -> int | None:
 
 
 def _got(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shown(value)
 
 
 def _message(err: dict, data: Any, path: tuple) -> str:
@@ -993,7 +1162,7 @@ def _message(err: dict, data: Any, path: tuple) -> str:
         names = list(model.model_fields) if model else []
         names += [a for a, long in ALIASES.items() if long in names]
         what = ("axis" if model in (MatrixAxes, AxisValues) else "arg" if model is ToolArgs else "key")
-        return f"unknown {what} {key!r}" + did_you_mean(str(key), names)
+        return f"unknown {what} {shown(key)}" + did_you_mean(str(key), names)
     if kind == "missing":
         return f"missing required key {loc[-1]!r}"
     msg = err["msg"]
@@ -1003,6 +1172,8 @@ def _message(err: dict, data: Any, path: tuple) -> str:
         return msg
     if kind == "too_short":
         return f"needs at least {err['ctx']['min_length']} item"
+    if kind == "too_long":
+        return f"holds {err['ctx']['actual_length']:,} entries, at most {err['ctx']['max_length']:,} are allowed"
     msg = msg[0].lower() + msg[1:] if msg else msg
     if "input" in err:
         msg += f", got {_got(err['input'])}"
@@ -1011,14 +1182,18 @@ def _message(err: dict, data: Any, path: tuple) -> str:
     return msg
 
 
-def validate_matrix(data: Any, lines: Lines | None = None, file: str | Path = "<matrix>") -> Matrix:
-    """Validate parsed YAML into a :class:`Matrix`; the first problem raises :class:`MatrixError`."""
+def validate_matrix(data: Any, lines: Lines | None = None, file: str | Path = "<matrix>", *,
+                    max_cells: int = MAX_CELLS) -> Matrix:
+    """Validate parsed YAML into a :class:`Matrix`; the first problem raises :class:`MatrixError`.
+
+    More than ``max_cells`` cells is a problem too, found by counting before expanding.
+    """
     lines = lines or {}
     if not isinstance(data, dict):
         raise MatrixError(file, lines.get(()), None,
                           "a matrix file must be a mapping with name:, engines:, models: and matrix:")
     try:
-        return Matrix.model_validate(data)
+        return Matrix.model_validate(data, context={"max_cells": max_cells})
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         # A missing key is reported on its parent; every other key exists in the file.
@@ -1030,7 +1205,7 @@ def validate_matrix(data: Any, lines: Lines | None = None, file: str | Path = "<
         raise MatrixError(file, _nearest_line(lines, path), format_key(path), exc.message) from None
 
 
-def load_matrix(path: str | Path) -> Matrix:
+def load_matrix(path: str | Path, max_cells: int = MAX_CELLS) -> Matrix:
     """Read and validate a matrix file; any problem raises a one-line :class:`MatrixError`."""
     data, lines = load_with_lines(path)
-    return validate_matrix(data, lines, path)
+    return validate_matrix(data, lines, path, max_cells=max_cells)

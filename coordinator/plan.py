@@ -17,7 +17,7 @@ from agent import cellspec as spec_types
 from agent.build import cmake_option, needs_cuda
 from coordinator.errors import EXIT_OK, UserError
 from coordinator.hardware_match import matches
-from coordinator.matrix import Matrix, MatrixError, load_matrix
+from coordinator.matrix import MAX_CELLS, Matrix, MatrixError, load_matrix
 from coordinator.reports.model import display
 
 IK_ONLY_FLAGS = ("rtr", "fmoe")     # off is simply "not asked for" on mainline
@@ -156,9 +156,10 @@ class Plan:
         return {k: v for k, v in self.matrix.compare.baseline.model_dump(exclude_none=True).items()}
 
 
-def load_plan(path: str) -> Plan:
+def load_plan(path: str, max_cells: int = MAX_CELLS) -> Plan:
+    """The matrix at ``path`` as cells; a bad file, or more than ``max_cells`` cells, is a UserError."""
     try:
-        matrix = load_matrix(path)
+        matrix = load_matrix(path, max_cells)
     except MatrixError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
@@ -219,10 +220,10 @@ def cell_requirement(cell: PlannedCell, profile: dict) -> str | None:
     return None
 
 
-def print_plan(path: str) -> int:
+def print_plan(path: str, max_cells: int = MAX_CELLS) -> int:
     from agent.probe import ProfileError, probe
 
-    plan = load_plan(path)
+    plan = load_plan(path, max_cells)
     try:
         profile = probe()
     except ProfileError as exc:
@@ -248,11 +249,11 @@ def print_plan(path: str) -> int:
     return EXIT_OK
 
 
-def print_cluster_plan(path: str, agents) -> int:
+def print_cluster_plan(path: str, agents, max_cells: int = MAX_CELLS) -> int:
     """`plan --address`: per cell, the agents that match it, or each agent's first reason not to."""
     from coordinator.placement import matching_agents
 
-    plan = load_plan(path)
+    plan = load_plan(path, max_cells)
     rows, n_match, by_need = [], 0, {}
     for cell in plan.cells:
         need = requirement_key(cell)

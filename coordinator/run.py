@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from datetime import datetime, timezone
 
 from tabulate import tabulate
@@ -16,6 +18,7 @@ from agent.store import StoreError, manifest_key, open_store, result_key
 from coordinator.records import stored_records
 from coordinator.errors import EXIT_CELLS_FAILED, EXIT_OK, UserError
 from coordinator.placement import Agent, place
+from coordinator.matrix import MAX_CELLS
 from coordinator.plan import Plan, PlannedCell, build_targets, load_plan
 from coordinator.table import comparison_table
 
@@ -42,11 +45,12 @@ def render_table(plan: Plan, records: dict[str, list[dict]], not_run: dict[str, 
 
 
 def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool,
-               address: str | None = None, token_file: str | None = None, on_clash: str = "reject") -> int:
+               address: str | None = None, token_file: str | None = None, on_clash: str = "reject",
+               max_cells: int = MAX_CELLS) -> int:
     """`hwmatrix run`: measure what is missing, then print the table; the exit code says
     whether every matched cell has an ok record."""
     plan, run_id, records, matched, unmatched = execute(path, store_url, run_id, fresh, skip_unmatched,
-                                                        address, token_file, on_clash)
+                                                        address, token_file, on_clash, max_cells)
     print(render_table(plan, records, {c.cell_id: "skipped: no agent matches" for c, _ in unmatched}))
     ok = [_all_classes_ok(records.get(c.cell_id, [])) for c in matched]
     return EXIT_OK if ok and all(ok) else EXIT_CELLS_FAILED
@@ -119,10 +123,21 @@ def _spooled(outcomes) -> dict[str, list[str]]:
     return spooled
 
 
+def ctrl_c_cancels() -> None:
+    """Ctrl-C (SIGINT) cancels the run, even in a process started with SIGINT ignored, as a
+    shell without job control starts `cmd &` (a script, a CI step, a background test run):
+    Python then leaves it ignored, and every Ctrl-C or `kill -INT` would be lost."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool,
-            address: str | None = None, token_file: str | None = None, on_clash: str = "reject"):
+            address: str | None = None, token_file: str | None = None, on_clash: str = "reject",
+            max_cells: int = MAX_CELLS):
     """Plan, skip what the store has, dispatch the rest; (plan, run_id, records, matched, unmatched)."""
-    plan = load_plan(path)
+    ctrl_c_cancels()
+    plan = load_plan(path, max_cells)
     store_url = store_url or default_store_url()
     try:
         store = open_store(store_url)
@@ -160,11 +175,12 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
     write_manifest(store, plan, run_id, records, "running" if placements else "complete")
     spooled: dict[str, list[str]] = {}
     if placements:
-        from coordinator.dispatch import Interrupted, Task, dispatch, start_local_ray
-
         if not address:
-            print("starting the embedded Ray (this machine's profile as node labels)...", file=sys.stderr)
-            start_local_ray(profile_labels(probe()))
+            from coordinator.loopback import keep_ray_on_loopback
+
+            keep_ray_on_loopback()     # before ray is imported: the embedded Ray is on 127.0.0.1 only
+        from coordinator.dispatch import Task, dispatch, start_local_ray
+
         targets = build_targets(matched)
         tasks = [Task(specs=[c.to_spec(run_id, store_url, targets[c.build_order], one_per_class=p.node_id is None,
                                        on_clash=on_clash) for c in p.cells],
@@ -176,10 +192,14 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
 
             granter = Granter(store, run_id, {c.cell_id for p in placements for c in p.cells}, on_clash)
         try:
+            if not address:
+                print("starting the embedded Ray (this machine's profile as node labels)...", file=sys.stderr)
+                start_local_ray(profile_labels(probe()))
             outcomes = dispatch(tasks, labels, already_done=n_done, total=n_done + n_todo, granter=granter)
-        except Interrupted as stop:
-            record_outcomes(store, run_id, cells, stop.outcomes)
-            write_manifest(store, plan, run_id, stored_records(store, run_id), "canceled", _spooled(stop.outcomes))
+        except KeyboardInterrupt as stop:      # dispatch's Interrupted, or a Ctrl-C before any task was out
+            outcomes = getattr(stop, "outcomes", [])
+            record_outcomes(store, run_id, cells, outcomes)
+            write_manifest(store, plan, run_id, stored_records(store, run_id), "canceled", _spooled(outcomes))
             raise
         record_outcomes(store, run_id, cells, outcomes)
         records = stored_records(store, run_id)

@@ -38,7 +38,7 @@ def _refused(call):
 
 
 def cmd_serve(args) -> int:
-    from coordinator.workapi import self_signed, serve
+    from coordinator.workapi_http import self_signed, serve
 
     ledger = _ledger(args)
     days = 24 * 3600
@@ -88,23 +88,32 @@ def cmd_revoke(args) -> int:
 
 
 def cmd_list(args) -> int:
+    """Everything an agent sent (its name, class, a verdict's detail) is shown escaped
+    (agent.printable): a name must not set the terminal's title or draw a fake row."""
+    from agent.printable import printable
+
     ledger = _ledger(args)
     agents, claims, checks = ledger.agents(), ledger.claims(), ledger.checks()
-    if args.format == "json":
-        print(json.dumps({"agents": agents, "claims": claims, "checks": checks}, indent=2, default=str))
+    if args.format == "json":     # ensure_ascii (the default) writes every control character as \uXXXX
+        print(json.dumps({"agents": agents, "claims": claims, "checks": checks}, indent=2, default=str,
+                         ensure_ascii=True))
         return EXIT_OK
-    rows = [[a["agent_id"], a["name"], a["state"], a["hardware_class"], ", ".join(a["keys"]) or "-", a["leases"],
-             f"{a['agreed']}/{a['disagreed']}", f"{ledger.recheck_rate(a['agent_id'], 0.1):.2f}"] for a in agents]
+    rows = [[printable(c) for c in (
+        a["agent_id"], a["name"], a["state"], a["hardware_class"], ", ".join(a["keys"]) or "-", a["leases"],
+        f"{a['agreed']}/{a['disagreed']}", f"{ledger.recheck_rate(a['agent_id'], 0.1):.2f}")] for a in agents]
     print(tabulate(rows, headers=["agent", "name", "state", "class", "keys", "leases", "agree/disagree",
                                   "recheck@0.1"]) if rows else "no agents enrolled")
     states: dict[str, int] = {}
     for claim in claims:
         states[f"{claim['role']} {claim['state']}"] = states.get(f"{claim['role']} {claim['state']}", 0) + 1
     print(f"\n{ledger.queued_cells()} cells queued; claims by class: "
-          + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none yet"))
+          + printable(", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none yet"))
     for check in checks:
-        print(f"cross-check {check['cell_id']} ({', '.join(json.loads(check['agents']))}): "
-              f"{check['verdict']} {check['detail']}")
+        try:
+            agents_text = ", ".join(map(str, json.loads(check["agents"])))
+        except (TypeError, ValueError):
+            agents_text = str(check["agents"])
+        print(printable(f"cross-check {check['cell_id']} ({agents_text}): {check['verdict']} {check['detail']}"))
     return EXIT_OK
 
 
@@ -137,7 +146,7 @@ def cmd_agent_volunteer(args) -> int:
     state = args.state or str(Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "hwmatrix"
                               / "volunteer")
     return main(args.coordinator, args.code, args.policy, state, args.ca_cert, args.name, args.max_cells,
-                args.exit_when_idle, args.poll_s)
+                args.exit_when_idle, args.poll_s, args.code_file)
 
 
 def add_commands(sub, agent_sub) -> None:
@@ -191,7 +200,11 @@ def add_commands(sub, agent_sub) -> None:
 
     vol_agent = agent_sub.add_parser("volunteer", help="donate this machine: enroll, then pull work over HTTPS")
     vol_agent.add_argument("--coordinator", required=True, help="https://HOST:PORT of `hwmatrix volunteers serve`")
-    vol_agent.add_argument("--code", default=None, help="one-time enrollment code (first start only)")
+    code = vol_agent.add_mutually_exclusive_group()
+    code.add_argument("--code", default=None,
+                      help="one-time enrollment code (first start only); '-' reads it from stdin")
+    code.add_argument("--code-file", default=None,
+                      help="read the enrollment code from this file's first line (so it does not show in ps)")
     vol_agent.add_argument("--policy", required=True, help="the owner's policy YAML (what this machine allows)")
     vol_agent.add_argument("--ca-cert", default=None, help="the coordinator's certificate, if self-signed")
     vol_agent.add_argument("--state", default=None,

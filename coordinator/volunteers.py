@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.volunteer_input import NAME_MAX, InputError, check_profile, check_text
+
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"     # no 0/O, 1/I: read aloud or typed
 DEFAULT_CODE_TTL_S = 24 * 3600
 DEFAULT_LEASE_S = 120
@@ -45,6 +47,8 @@ CREATE TABLE IF NOT EXISTS claims (
   PRIMARY KEY (run_id, cell_id, hardware_class, role));
 CREATE TABLE IF NOT EXISTS checks (
   run_id TEXT, cell_id TEXT, hardware_class TEXT, agents TEXT, verdict TEXT, detail TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS profile_changes (
+  agent_id TEXT PRIMARY KEY, profile TEXT, hardware_class TEXT, change TEXT, at REAL);
 """
 
 
@@ -119,7 +123,13 @@ class Ledger:
         return code
 
     def enroll(self, code: str, name: str, profile: dict) -> tuple[str, str, str]:
-        """Spend a one-time code: a new agent and its key (returned once, kept hashed)."""
+        """Spend a one-time code: a new agent and its key (returned once, kept hashed). A name
+        or profile with control characters is refused before the code is spent."""
+        try:
+            check_text("name", name, NAME_MAX)
+            check_profile(profile)
+        except InputError as exc:
+            raise Refused(400, str(exc)) from None
         now = time.time()
         agent_id = f"v-{_safe(name)[:24]}-{secrets.token_hex(3)}"
         with self._db() as db:
@@ -131,7 +141,7 @@ class Ledger:
             db.execute("UPDATE invites SET used_by=?, used_at=? WHERE code_hash=?", (agent_id, now, row["code_hash"]))
             state = "approved" if row["approved"] else "pending"
             db.execute("INSERT INTO agents (agent_id, name, state, profile, hardware_class, enrolled, last_seen) "
-                       "VALUES (?,?,?,?,?,?,?)", (agent_id, name[:100], state, json.dumps(profile),
+                       "VALUES (?,?,?,?,?,?,?)", (agent_id, name, state, json.dumps(profile),
                                                   str(profile.get("hardware_class") or "unknown"), now, now))
             key = self._new_key(db, agent_id, now)
         return agent_id, key, state
@@ -172,7 +182,10 @@ class Ledger:
             if row["state"] == "revoked":
                 raise Refused(401, "agent revoked")
             if row["state"] != "approved":
-                raise Refused(403, "awaiting approval by the coordinator's admin")
+                change = db.execute("SELECT change FROM profile_changes WHERE agent_id=?",
+                                    (row["agent_id"],)).fetchone()
+                raise Refused(403, "awaiting approval by the coordinator's admin" if change is None
+                              else "awaiting approval: " + profile_changed_message(row["agent_id"], change["change"]))
             db.execute("UPDATE agents SET last_seen=? WHERE agent_id=?", (now, row["agent_id"]))
         rotate = now - row["created"] > self.setting("rotate_after_s", DEFAULT_ROTATE_AFTER_S)
         return Caller(row["agent_id"], row["fingerprint"], rotate)
@@ -202,7 +215,33 @@ class Ledger:
     # ------------------------------------------------------------ admin
 
     def approve(self, agent_id: str) -> None:
+        """Let the agent take work; a changed profile waiting for approval becomes its profile."""
         self._set_state(agent_id, "approved", ("pending", "approved"))
+        with self._db() as db:
+            change = db.execute("SELECT * FROM profile_changes WHERE agent_id=?", (agent_id,)).fetchone()
+            if change is not None:
+                db.execute("UPDATE agents SET profile=?, hardware_class=? WHERE agent_id=?",
+                           (change["profile"], change["hardware_class"], agent_id))
+                db.execute("DELETE FROM profile_changes WHERE agent_id=?", (agent_id,))
+
+    def enrolled(self, agent_id: str) -> tuple[dict, str]:
+        """The profile and hardware class the admin approved: what the agent may lease as."""
+        with self._db() as db:
+            row = db.execute("SELECT profile, hardware_class FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
+        if row is None:
+            raise Refused(404, f"no agent {agent_id!r}")
+        return json.loads(row["profile"] or "{}"), row["hardware_class"] or "unknown"
+
+    def hold_for_approval(self, agent_id: str, profile: dict, change: str) -> int:
+        """The agent now reports other hardware: it takes no work until the admin approves the
+        new profile (kept here until then); its leases go back to the queue at once."""
+        now = time.time()
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO profile_changes VALUES (?,?,?,?,?)",
+                       (agent_id, json.dumps(profile), str(profile.get("hardware_class") or "unknown"), change, now))
+            db.execute("UPDATE agents SET state='pending' WHERE agent_id=? AND state='approved'", (agent_id,))
+            return db.execute("UPDATE claims SET state='queued', agent_id=NULL, lease_id=NULL, reason=? "
+                              "WHERE agent_id=? AND state='leased'", ("agent's profile changed", agent_id)).rowcount
 
     def revoke(self, agent_id: str) -> int:
         """Refuse the agent from its next call on; its leases go back to the queue at once."""
@@ -233,6 +272,9 @@ class Ledger:
                 row["leases"] = db.execute("SELECT count(*) FROM claims WHERE agent_id=? AND state='leased'",
                                            (row["agent_id"],)).fetchone()[0]
                 row["profile"] = json.loads(row["profile"] or "{}")
+                change = db.execute("SELECT change FROM profile_changes WHERE agent_id=?",
+                                    (row["agent_id"],)).fetchone()
+                row["profile_change"] = change["change"] if change else None
         return rows
 
     def claims(self) -> list[dict]:
@@ -350,19 +392,25 @@ class Ledger:
         return recheck_rate(row["agreed"] if row else 0, row["disagreed"] if row else 0, base) if base > 0 else 0.0
 
     def note_check(self, run_id: str, cell_id: str, hw_class: str, agents: list[str], verdict: str,
-                   detail: str) -> None:
-        """A replica's verdict: both agents' track records move (we can't tell which one is off)."""
+                   detail: str, blame: list[str] | None = None) -> None:
+        """A replica's verdict: both agents' track records move (we can't tell which one is off),
+        unless ``blame`` names the one whose record was bad."""
         column = {"agree": "agreed", "disagree": "disagreed"}.get(verdict)
         with self._db() as db:
             db.execute("INSERT INTO checks VALUES (?,?,?,?,?,?,?)",
                        (run_id, cell_id, hw_class, json.dumps(agents), verdict, detail, time.time()))
             if column:
-                for agent in agents:
+                for agent in agents if blame is None else blame:
                     db.execute(f"UPDATE agents SET {column}={column}+1 WHERE agent_id=?", (agent,))
 
     def checks(self) -> list[dict]:
         with self._db() as db:
             return [dict(r) for r in db.execute("SELECT * FROM checks ORDER BY at")]
+
+
+def profile_changed_message(agent_id: str, change: str) -> str:
+    return (f"this machine's profile changed since enrollment ({change}); an admin must approve it again: "
+            f"hwmatrix volunteers approve {agent_id}")
 
 
 def _takeable(claim: dict, agent_id: str, now: float) -> bool:

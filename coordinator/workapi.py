@@ -5,34 +5,26 @@ hardware and their owner's terms, heartbeat them, and upload through presigned P
 here (they hold no store credentials). Every call but enrollment carries the agent's key
 (``Authorization: Bearer``); the ledger (``coordinator/volunteers.py``) checks it.
 
-One small stdlib server (a thread per connection, bounded bodies and socket timeouts): the
-API is a handful of calls from a few hundred agents, and fewer moving parts are fewer
-things to secure.
+HTTP (Starlette on uvicorn, TLS, deadlines, limits, rate limits) is
+``coordinator/workapi_http.py``; this module is what each call does.
 """
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
-import socket
-import ssl
 import sys
 import threading
-import time
-from collections import deque
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 from agent.policy import terms_allow
 from agent.store import StoreError, open_store, result_key
 from coordinator.crosscheck import cross_check
 from coordinator.hardware_match import matches
+from coordinator.lease_record import BadRecord, LeasedCell, checked_record, set_aside
 from coordinator.uploads import Granter
-from coordinator.volunteers import DEFAULT_LEASE_S, Caller, Ledger, Refused, fingerprint
-
-MAX_BODY = 1 << 20
-ENROLL_FAILURES_PER_10_MIN = 10       # per client address: codes are 80 bits, this stops noise
+from coordinator.volunteer_input import InputError, check_profile, check_reason, profile_change
+from coordinator.volunteers import (DEFAULT_LEASE_S, Caller, Ledger, Refused, fingerprint,
+                                   profile_changed_message)
 
 
 def fits(cell: dict, profile: dict, terms: dict) -> bool:
@@ -55,33 +47,39 @@ class WorkApi:
 
     def __init__(self, ledger: Ledger, lease_s: float = DEFAULT_LEASE_S, replicate: float = 0.1):
         self.ledger, self.lease_s, self.replicate = ledger, lease_s, replicate
-        self.failures: dict[str, deque] = {}
 
     def enroll(self, body: dict, client: str) -> dict:
-        recent = self.failures.setdefault(client, deque(maxlen=ENROLL_FAILURES_PER_10_MIN))
-        if len(recent) == recent.maxlen and time.time() - recent[0] < 600:
-            raise Refused(429, "too many failed enrollments from this address; wait 10 minutes")
+        """Spend a code (the HTTP layer throttles an address's failures, never a valid code)."""
         profile = body.get("profile") if isinstance(body.get("profile"), dict) else {}
-        try:
-            agent_id, key, state = self.ledger.enroll(str(body.get("code", "")), str(body.get("name") or "agent"),
-                                                      profile)
-        except Refused:
-            recent.append(time.time())
-            raise
-        log(f"enrolled {agent_id} ({state}) class {profile.get('hardware_class')}")
+        name = str(body.get("name") or "agent")
+        agent_id, key, state = self.ledger.enroll(str(body.get("code", "")), name, profile)
+        log("enrolled", agent=agent_id, name=name, state=state, hardware_class=profile.get("hardware_class"),
+            client=client)
         return {"agent_id": agent_id, "key": key, "fingerprint": fingerprint(key), "state": state}
 
     def lease(self, caller: Caller, body: dict) -> dict:
-        profile = body.get("profile") if isinstance(body.get("profile"), dict) else {}
+        """A cell for the agent's enrolled hardware: the profile it sends only tells whether
+        the machine changed, which takes the admin's approval again."""
+        profile, hw_class = self.ledger.enrolled(caller.agent_id)
+        claimed = body.get("profile")
+        if claimed is not None:
+            try:
+                check_profile(claimed)
+            except InputError as exc:
+                raise Refused(400, str(exc)) from None
+            change = profile_change(profile, claimed)
+            if change:
+                back = self.ledger.hold_for_approval(caller.agent_id, claimed, change)
+                log("profile changed: needs approval again", agent=caller.agent_id, change=change, leases_back=back)
+                raise Refused(409, profile_changed_message(caller.agent_id, change))
         terms = body.get("terms") if isinstance(body.get("terms"), dict) else {}
-        hw_class = str(profile.get("hardware_class") or "unknown")
         got = self.ledger.lease(caller, hw_class, lambda cell: fits(cell, profile, terms), self.lease_s)
         if got is None:
             return {"lease": None, "retry_s": 30}
         spec = got["spec"]
         if got["role"] == "replica":
             spec["one_per_class"] = False      # the point is a second record of the class
-        log(f"leased {got['cell_id']} ({got['role']}) to {caller.agent_id}")
+        log("leased", cell=got["cell_id"], role=got["role"], agent=caller.agent_id, hardware_class=hw_class)
         return {"lease": got["lease_id"], "role": got["role"], "spec": spec, "lease_s": self.lease_s,
                 "heartbeat_s": max(1.0, self.lease_s / 4)}
 
@@ -90,8 +88,12 @@ class WorkApi:
         return {"ok": True}
 
     def release(self, caller: Caller, body: dict) -> dict:
-        self.ledger.release(caller, str(body.get("lease", "")), str(body.get("reason") or "released"))
-        log(f"{caller.agent_id} gave back a cell: {str(body.get('reason'))[:200]}")
+        try:
+            reason = check_reason(body.get("reason") or "released")
+        except InputError as exc:
+            raise Refused(400, str(exc)) from None
+        self.ledger.release(caller, str(body.get("lease", "")), reason)
+        log("gave back a cell", agent=caller.agent_id, reason=reason)
         return {"ok": True}
 
     def grant(self, caller: Caller, body: dict) -> dict:
@@ -108,39 +110,70 @@ class WorkApi:
             raise Refused(503, f"the store is unavailable: {exc}") from None
 
     def complete(self, caller: Caller, body: dict) -> dict:
-        """Closed only once the record is in the store, attributed to this agent and key."""
+        """Closed only once the record in the store is the lease's (coordinator/lease_record.py):
+        validated first, then cross-checked (a replica), then finished. A refused record is
+        set aside, the cell goes back to the queue for another agent, and the agent's track
+        record takes a disagreement."""
         claim = self.ledger.held(caller, str(body.get("lease", "")))
         store = _store(claim["store_url"])
+        key = result_key(claim["run_id"], claim["cell_id"], caller.agent_id)
         try:
-            record = json.loads(store.get(result_key(claim["run_id"], claim["cell_id"], caller.agent_id)))
+            raw = store.get(key)
         except KeyError:
             raise Refused(409, "no record of this cell from this agent in the store yet") from None
-        except (StoreError, ValueError) as exc:
+        except StoreError as exc:
             raise Refused(503, f"cannot read the record back: {exc}") from None
-        if record.get("agent_id") != caller.agent_id or record.get("agent_key_fingerprint") not in \
-                self.ledger.fingerprints(caller.agent_id):
-            self.ledger.release(caller, claim["lease_id"], "record failed the attribution check")
+        try:
+            record = checked_record(raw, self._lease_of(claim, caller.agent_id))
+        except BadRecord as exc:
+            self.ledger.release(caller, claim["lease_id"], f"record refused: {exc}")
             self.ledger.note_check(claim["run_id"], claim["cell_id"], claim["hardware_class"], [caller.agent_id],
-                                   "disagree", "record not attributed to the agent's own key")
-            raise Refused(422, "the record does not carry this agent's id and key fingerprint")
-        done = self.ledger.finish(caller, claim["lease_id"], str(record.get("status")), self.replicate)
-        log(f"{caller.agent_id} recorded {claim['cell_id']} ({claim['role']}, {record.get('status')})")
+                                   "disagree", f"record refused: {exc}")
+            try:
+                set_aside(store, key, raw, str(exc))
+            except StoreError as failed:
+                log("could not set a refused record aside", key=key, error=str(failed))
+            log("record refused", agent=caller.agent_id, cell=claim["cell_id"], reason=str(exc))
+            raise Refused(422, f"record refused: {exc}") from None
         if claim["role"] == "replica":
             self._cross_check(claim, record, store)
+        done = self.ledger.finish(caller, claim["lease_id"], record["status"], self.replicate)
+        log("recorded", agent=caller.agent_id, cell=claim["cell_id"], role=claim["role"], status=record["status"])
         return {"ok": True, "state": done["state"]}
 
+    def _lease_of(self, claim: dict, agent_id: str) -> LeasedCell:
+        return LeasedCell(claim["run_id"], claim["cell_id"], agent_id, frozenset(self.ledger.fingerprints(agent_id)),
+                           claim["hardware_class"], json.loads(claim["spec"]))
+
     def _cross_check(self, claim: dict, record: dict, store) -> None:
-        first = self.ledger.primary_agent(claim["run_id"], claim["cell_id"], claim["hardware_class"])
+        """The replica's verdict, noted before either claim closes. A primary record that is
+        gone, invalid or cannot be compared is a "disagree" against the primary's agent (or
+        both, when nobody can be told): a check never comes to nothing."""
+        ids = (claim["run_id"], claim["cell_id"], claim["hardware_class"])
+        first = self.ledger.primary_agent(*ids)
+        agent = record["agent_id"]
         if first is None:
+            self.ledger.note_check(*ids, [agent], "unknown", "no finished primary claim to compare with")
             return
+        blame = [first]
         try:
-            other = json.loads(store.get(result_key(claim["run_id"], claim["cell_id"], first)))
-        except (KeyError, StoreError, ValueError):
-            return
-        verdict = cross_check(other, record)
-        self.ledger.note_check(claim["run_id"], claim["cell_id"], claim["hardware_class"],
-                               [first, record["agent_id"]], verdict.verdict, verdict.detail)
-        log(f"cross-check {claim['cell_id']}: {first} vs {record['agent_id']}: {verdict.verdict} {verdict.detail}")
+            other = checked_record(store.get(result_key(claim["run_id"], claim["cell_id"], first)),
+                                   self._lease_of(claim, first))
+        except KeyError:
+            verdict, detail = "disagree", f"{first}'s primary record is gone from the store"
+        except StoreError as exc:
+            raise Refused(503, f"cannot read the primary record to cross-check: {exc}") from None
+        except BadRecord as exc:
+            verdict, detail = "disagree", f"{first}'s primary record is invalid: {exc}"
+        else:
+            blame = None
+            try:
+                checked = cross_check(other, record)
+                verdict, detail = checked.verdict, checked.detail
+            except Exception as exc:  # noqa: BLE001 - a check that cannot be computed still counts
+                verdict, detail = "disagree", f"the cross-check could not be computed: {type(exc).__name__}: {exc}"
+        self.ledger.note_check(*ids, [first, agent], verdict, detail, blame=blame)
+        log("cross-check", cell=claim["cell_id"], agents=[first, agent], verdict=verdict, detail=detail)
 
     def rotate(self, caller: Caller, key: str) -> dict:
         new = self.ledger.rotate(caller, key)
@@ -148,117 +181,15 @@ class WorkApi:
         return {"key": new, "fingerprint": fingerprint(new)}
 
 
-def log(message: str) -> None:
-    print(f"{datetime.datetime.now().strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+_log_lock = threading.Lock()
 
 
-AUTHED = ("lease", "heartbeat", "release", "grant", "complete", "rotate")
-
-
-def make_handler(api: WorkApi):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "hwmatrix-workapi"
-        sys_version = ""
-        timeout = 30                         # a stalled client frees its thread
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format, *args) -> None:   # noqa: A002 - requests are logged by the API itself
-            pass
-
-        def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:     # noqa: N802
-            if self.path == "/v1/health":
-                self._answer(200, {"ok": True})
-            else:
-                self._answer(404, {"error": "not found"})
-
-        def do_POST(self) -> None:    # noqa: N802
-            try:
-                self._answer(200, self._route())
-            except Refused as exc:
-                self._answer(exc.status, {"error": str(exc)})
-            except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
-                log(f"internal error on {self.path}: {type(exc).__name__}: {exc}")
-                self._answer(500, {"error": "internal error"})
-
-        def _route(self) -> dict:
-            call = self.path.removeprefix("/v1/")
-            if call != "enroll" and call not in AUTHED:
-                raise Refused(404, "no such call")
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                raise Refused(400, "bad Content-Length") from None
-            if length > MAX_BODY or length < 0:
-                raise Refused(413, "request too large")
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError:
-                raise Refused(400, "the body is not JSON") from None
-            if not isinstance(body, dict):
-                raise Refused(400, "the body must be a JSON object")
-            if call == "enroll":
-                return api.enroll(body, self.client_address[0])
-            auth = self.headers.get("Authorization") or ""
-            if not auth.startswith("Bearer ") or len(auth) > 200:
-                raise Refused(401, "no key (Authorization: Bearer KEY)")
-            key = auth.removeprefix("Bearer ").strip()
-            caller = api.ledger.authenticate(key)
-            answer = api.rotate(caller, key) if call == "rotate" else getattr(api, call)(caller, body)
-            return {**answer, "rotate": caller.rotate}
-    return Handler
-
-
-def self_signed(tls_dir: Path, hosts: list[str]) -> tuple[Path, Path]:
-    """A certificate for tests and first steps; agents pin it with --ca-cert."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cert_path, key_path = tls_dir / "cert.pem", tls_dir / "key.pem"
-    if cert_path.is_file() and key_path.is_file():
-        return cert_path, key_path
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = []
-    for host in dict.fromkeys(hosts + ["localhost", "127.0.0.1", socket.gethostname()]):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hwmatrix work API")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
-
-
-def serve(ledger: Ledger, host: str, port: int, cert: Path, key: Path, lease_s: float, replicate: float,
-          ready=None) -> ThreadingHTTPServer:
-    """Start serving (in a thread); returns the server (``server_address`` has the real port)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    server = ThreadingHTTPServer((host, port), make_handler(WorkApi(ledger, lease_s, replicate)))
-    server.daemon_threads = True
-    # the handshake happens in the connection's thread (with its timeout), not in accept()
-    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+def log(message: str, **fields) -> None:
+    """One JSON object a line on stderr. JSON escapes every control character and, with
+    ``ensure_ascii``, every non-ASCII one (bidi overrides too): a name, class or reason from
+    an agent stays inside its field, so it can neither forge a line nor drive a terminal."""
+    line = json.dumps({"t": datetime.datetime.now().isoformat(timespec="milliseconds"), "msg": message, **fields},
+                      ensure_ascii=True, default=str)
+    with _log_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()

@@ -1,7 +1,9 @@
 """A 3-agent Ray test cluster in its own process: Ray reads RAY_AUTH_MODE when it is
 imported, so token auth must be set before `import ray`, which the pytest process has long
-done. Prints one JSON line (address, nodes, classes, start time), then obeys stdin:
-`busy` (print the hosts holding their benchmark slot), `remove HOST`, `freeze HOST` /
+done. Every node, and this process as a driver, is on 127.0.0.1 only (coordinator.loopback).
+Prints one JSON line (address, nodes, classes, start time), then obeys stdin:
+`busy` (print the hosts holding their benchmark slot), `nodes` (every node's NodeManagerAddress),
+`remove HOST`, `freeze HOST` /
 `thaw HOST` (SIGSTOP / SIGCONT the node's raylet and all its workers), `killtask HOST...`
 (SIGKILL the benchmark worker running on any of them), `quit`."""
 from __future__ import annotations
@@ -20,6 +22,9 @@ def say(value) -> None:
 
 def main(root: str, token: str, agents_json: str) -> None:
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token, RAY_USAGE_STATS_ENABLED="0")
+    from coordinator.loopback import LOOPBACK, keep_ray_on_loopback
+
+    keep_ray_on_loopback()
     import ray
     from ray.cluster_utils import Cluster
 
@@ -27,7 +32,8 @@ def main(root: str, token: str, agents_json: str) -> None:
 
     agents = json.loads(agents_json)
     started = time.monotonic()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"hwmatrix_bench": 0}})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"hwmatrix_bench": 0},
+                                                            "node_ip_address": LOOPBACK})
     nodes, classes = {}, {}
     for host, cpu in agents.items():
         override = os.path.join(root, f"{host}.json")
@@ -37,6 +43,7 @@ def main(root: str, token: str, agents_json: str) -> None:
         profile = probe()
         classes[host] = profile.hardware_class
         nodes[host] = cluster.add_node(num_cpus=2, resources={"hwmatrix_bench": 1}, labels=profile_labels(profile),
+                                       node_ip_address=LOOPBACK,
                                        env_vars={"HWMATRIX_PROFILE": override,
                                                  "HWMATRIX_SPOOL": os.path.join(root, f"spool-{host}")})
     os.environ.pop("HWMATRIX_PROFILE")
@@ -64,6 +71,8 @@ def obey(command: list[str], cluster, nodes: dict) -> None:
         free = ray._private.state.available_resources_per_node()
         say([h for h, n in nodes.items()
                           if n.node_id in free and free[n.node_id].get("hwmatrix_bench", 0) < 1])
+    elif command[0] == "nodes":
+        say(sorted(n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")))
     elif command[0] == "remove":
         cluster.remove_node(nodes.pop(command[1]))
         say("removed")

@@ -128,3 +128,44 @@ def test_skip_unmatched_runs_nothing_it_cannot_place_and_says_so_in_the_table(tm
     assert "skipped: no agent matches" in result.stdout
     assert result.returncode == 1          # nothing was measured
     assert not list((tmp_path / "store").rglob("results/*/*.json"))
+
+
+# ---------------------------------------------------------------- bounds (issue 11)
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_max_cells_refuses_a_matrix_with_more_cells_and_says_how_many(tmp_path, command):
+    path = tmp_path / "two.yaml"
+    path.write_text(GOOD.replace("quant: [Q8_0]", "quant: [Q8_0, Q4_0]"))
+    store = ["--store", (tmp_path / "store").as_uri()] if command == "run" else []
+    result = hwmatrix(command, str(path), "--max-cells", "1", *store)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"hwmatrix: {path}:6: matrix: the matrix expands to 2 cells (1 x 2), more than "
+                                     "the 1 --max-cells allows; exclude some, or raise --max-cells")
+    assert not (tmp_path / "store").exists()
+    if command == "plan":
+        assert hwmatrix("plan", str(path), "--max-cells", "2").returncode == 0
+
+
+def test_the_import_cli_prints_its_skip_notes_with_line_numbers_on_stderr(tmp_path):
+    # Before: the notes went into the records only; the user saw "imported 1 records".
+    path = tmp_path / "posted.md"
+    path.write_text("| model | test | t/s |\n|---|---|---|\n| m | pp512 | 10.00 ± 0.10 |\n"
+                    "| m | pp512 | 10.00 ± 0.10 |\n| m | tg128 | fast |\nm | tg64 | 5.00 ± 0.10 |\n")
+    result = hwmatrix("import", str(path), "--as", "box", "--store", (tmp_path / "s").as_uri())
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"hwmatrix: note: {path}: line 5: skipped row, unreadable test 'tg128' or t/s 'fast'"]
+    assert re.fullmatch(rf"imported 2 records from {re.escape(str(path))} as 'box' into run import-box-\w+; "
+                        r"1 duplicate row\(s\) dropped\n", result.stdout)
+
+
+def test_import_notes_reach_the_terminal_with_control_characters_escaped(tmp_path):
+    path = tmp_path / "sweep.md"
+    path.write_text("|    PP |     TG |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |\n"
+                    "|-------|--------|--------|----------|----------|----------|----------|\n"
+                    "|   512 |    128 |      0 |    1.100 |   465.51 |    2.311 |    55.38 |\n"
+                    "==== tg_start \x1b]0;pwned\x07\x1b[2J\u202e\n"
+                    "|   512 |    128 |    512 |    1.183 |   432.97 |    1.895 |    67.55 |\n")
+    result = hwmatrix("import", str(path), "--as", "box", "--store", (tmp_path / "s").as_uri())
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"hwmatrix: note: {path}: line 4: ==== tg_start \\x1b]0;pwned\\x07\\x1b[2J\\u202e\n"

@@ -1,8 +1,8 @@
 """A real multi-node Ray cluster on one machine (ray.cluster_utils.Cluster): three agents
 with different hardware profiles (injected through HWMATRIX_PROFILE), token auth on,
 real llama-bench builds. Cells land only on matching agents, a node's measurements never
-overlap, a node removed mid-run still leaves a complete, duplicate-free result set, and a
-wrong token is refused."""
+overlap, a node removed mid-run still leaves a complete, duplicate-free result set, a
+wrong token is refused, Ctrl-C stops a run, and everything is on 127.0.0.1."""
 from __future__ import annotations
 
 import json
@@ -15,9 +15,11 @@ import time
 from collections import defaultdict
 from datetime import datetime, timedelta
 
+import psutil
 import pytest
 
 from tests.conftest import REPO, hwmatrix, two_ref_matrix
+from tests.test_loopback import inet_addresses, is_loopback_ip
 
 pytestmark = pytest.mark.engines
 
@@ -131,14 +133,33 @@ def test_plan_and_run_refuse_cells_no_agent_matches_with_each_agents_reason(clus
 
 
 def test_a_wrong_token_is_refused_with_a_clear_message(cluster, tmp_path):
+    """`agent join` with a wrong token is in test_enroll: `ray start` cannot join a cluster on
+    loopback (coordinator.loopback)."""
     bad = tmp_path / "bad-token"
     bad.write_text(secrets.token_hex(32))
-    join = hwmatrix("agent", "join", "--address", cluster.address, "--token-file", str(bad),
-                    env={"RAY_AUTH_MODE": "", "RAY_AUTH_TOKEN_PATH": ""})
-    assert join.returncode == 2
-    assert "refused this agent's token" in join.stderr and "Traceback" not in join.stderr
     run = hwmatrix("agents", "--address", cluster.address, "--token-file", str(bad))
     assert run.returncode == 2 and "Traceback" not in run.stderr
+
+
+def test_the_test_cluster_and_its_drivers_address_only_loopback(cluster):
+    host, _ = cluster.address.rsplit(":", 1)
+    assert host == "127.0.0.1"                      # what every test hands to `run --address`
+    assert cluster.ask("nodes") == ["127.0.0.1"] * (1 + len(AGENTS))
+    listing = hwmatrix("agents", "--address", cluster.address, "--token-file", cluster.token)
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.split() for line in listing.stdout.splitlines() if line.split()[:1] and line.split()[0] in AGENTS]
+    assert sorted((r[0], r[1]) for r in rows) == [(h, "127.0.0.1") for h in sorted(AGENTS)]
+    used = inet_addresses(cluster.proc.pid)
+    assert used and all(map(is_loopback_ip, used)), sorted(used)
+
+
+def _wait_idle(cluster, hosts=("zen4-a", "zen4-b")) -> None:
+    """Before a run whose agents a test watches: no slot is held by an earlier test's task,
+    so the next busy agent is this run's."""
+    deadline = time.monotonic() + 120
+    while any(h in hosts for h in cluster.ask("busy")):
+        assert time.monotonic() < deadline, "an earlier test's task still holds an agent"
+        time.sleep(0.2)
 
 
 def _wait_busy(cluster, hosts=("zen4-a", "zen4-b")) -> str:
@@ -151,10 +172,13 @@ def _wait_busy(cluster, hosts=("zen4-a", "zen4-b")) -> str:
     raise AssertionError("no agent took a cell")
 
 
-def _start_run(cluster, matrix: str, store, *extra: str, env: dict | None = None) -> subprocess.Popen:
+def _start_run(cluster, matrix: str, store, *extra: str, env: dict | None = None,
+               sigint_ignored: bool = False) -> subprocess.Popen:
+    """``sigint_ignored``: started as a shell without job control starts `cmd &`."""
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen([sys.executable, "-m", "coordinator.cli", "run", matrix, "--address", cluster.address,
                              "--token-file", cluster.token, "--store", store.as_uri(), *extra], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore,
                             env={**os.environ, "HWMATRIX_SPOOL": str(cluster.root / "spool-driver"), **(env or {})})
 
 
@@ -238,20 +262,57 @@ def test_a_killed_coordinator_resumes_without_redoing_finished_cells(cluster, tm
     _one_ok_per_cell(store, 6)
 
 
-def test_ctrl_c_cancels_every_cell_records_them_and_leaves_no_engine_running(cluster, tmp_path):
+def _engines(cluster) -> set[int]:
+    """The llama-bench processes the test cluster's agents run (not other jobs' on this machine)."""
+    found = set()
+    for proc in psutil.Process(cluster.proc.pid).children(recursive=True):
+        try:
+            if any("llama-bench" in part for part in proc.cmdline()):
+                found.add(proc.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _ctrl_c(cluster, tmp_path, sigint_ignored: bool = False) -> None:
     store = tmp_path / "store"
-    proc = _start_run(cluster, _matrix(tmp_path, "ctrlc", "zen4", quants=("Q8_0", "Q4_0"), reps=40), store)
-    _wait_busy(cluster)
-    time.sleep(2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _wait_idle(cluster)
+    proc = _start_run(cluster, _matrix(tmp_path, "ctrlc", "zen4", quants=("Q8_0", "Q4_0"), reps=40), store,
+                      sigint_ignored=sigint_ignored)
+    try:
+        _wait_busy(cluster)
+        time.sleep(2)
+        engines = _engines(cluster)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:                 # the Ctrl-C was lost: the run must not hold the agents
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     statuses = {r["status"] for r in _records(store)}
     assert "canceled" in statuses
     time.sleep(2)
-    leftover = subprocess.run(["pgrep", "-f", "llama-bench"], capture_output=True, text=True).stdout.split()
+    leftover = _engines(cluster) | {pid for pid in engines if _alive(pid)}     # orphans included
     assert not leftover
+
+
+def test_ctrl_c_cancels_every_cell_records_them_and_leaves_no_engine_running(cluster, tmp_path):
+    _ctrl_c(cluster, tmp_path)
+
+
+def test_ctrl_c_stops_a_run_that_a_shell_started_with_sigint_ignored(cluster, tmp_path):
+    """`hwmatrix run ... &` from a script, a CI step or a background test run inherits SIGINT
+    ignored; the run still stops on it (the cause of issue 11's lost Ctrl-C)."""
+    _ctrl_c(cluster, tmp_path, sigint_ignored=True)
 
 
 def test_a_node_removed_mid_run_leaves_a_complete_duplicate_free_result_set(cluster, tmp_path):

@@ -33,7 +33,7 @@ def record(agent: str, tg: float = 41.2, pp: float = 1480.0, *, seed: int, proce
            origin: str = "measured", fingerprint: str | None = None, quant: str = "Q4_0") -> dict:
     rng = np.random.default_rng(seed)
     rec = {"run_id": run_id, "cell_id": cell_id, "agent_id": agent, "hardware_class": hw_class,
-           "hardware": PROFILE, "origin": origin, "status": status,
+           "matrix": {"name": "vol", "hash": "0" * 12}, "hardware": PROFILE, "origin": origin, "status": status,
            "params": {"ref": "a", "quant": quant, "threads": 8, "tool": "llama-bench"},
            "engine": {"kind": "llama.cpp", "commit": "abc1234" * 5}, "sweep_rows": [], "bench_rows": [],
            "metrics": {} if status != "ok" else {"pp_tps": _metric(rng, "pp512", pp, processes, reps),
@@ -115,6 +115,38 @@ def test_a_failed_record_is_unknown_and_says_why():
     assert v.verdict == "unknown"
     assert "run_failed" in v.detail and "b" in v.detail
     assert cross_check(record("a", seed=1, status="timeout"), record("b", seed=2)).verdict == "unknown"
+
+
+def _samples(value) -> dict:
+    rec = record("a", seed=1)
+    rec["metrics"]["tg_tps"]["samples"] = value
+    return rec
+
+
+@pytest.mark.parametrize("primary", [
+    [1, 2], "x", None, {"agent_id": "a", "status": "ok"}, _samples("abc"), _samples([41.0, float("nan"), 41.2]),
+    _samples([float("inf")] * 6), _samples([1e308] * 18), _samples(["41"] * 18), _samples([-41.0] * 18)],
+    ids=["array", "string", "null", "missing fields", "samples text", "NaN", "inf", "1e308", "strings", "negative"])
+def test_a_malformed_primary_disagrees_and_says_why_instead_of_raising(primary):
+    for a, b in ((primary, record("b", seed=2)), (record("b", seed=2), primary)):
+        v = cross_check(a, b)
+        assert isinstance(v, Verdict) and v.verdict == "disagree"
+        assert "malformed" in v.detail and "cannot be compared" in v.detail
+    if isinstance(primary, dict) and "metrics" in primary:
+        assert v.detail.startswith("a's record is malformed") and "metrics.tg_tps.samples" in v.detail
+
+
+def test_too_few_processes_stays_unknown_while_junk_disagrees():
+    few = cross_check(record("a", seed=1, processes=2, reps=1), record("b", seed=2, processes=2, reps=1))
+    junk = cross_check(_samples("abc"), record("b", seed=2))
+    assert (few.verdict, junk.verdict) == ("unknown", "disagree")
+
+
+def test_a_replica_pair_with_a_malformed_record_is_a_disagreement_in_the_report():
+    good, bad = record("a", seed=1), _samples([float("nan")] * 18)
+    bad["agent_id"] = "b"
+    (row,) = check_records([good, bad])
+    assert row["verdict"] == "disagree" and "malformed" in row["detail"]
 
 
 def test_records_without_a_common_metric_are_unknown():

@@ -3,6 +3,7 @@ token auth, this machine joined as an agent with its profile as labels, listed b
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -70,6 +71,15 @@ def test_an_agent_joins_with_the_token_and_is_listed_idle_under_its_class(head):
         assert f"class {probe().hardware_class}" in listing and probe().hostname in listing
     finally:
         _stop(agent)
+
+
+def test_an_agent_with_a_wrong_token_is_refused_with_a_clear_message(head, tmp_path):
+    bad = tmp_path / "bad-token"
+    bad.write_text(secrets.token_hex(32))
+    join = hwmatrix("agent", "join", "--address", head["address"], "--token-file", str(bad),
+                    env={"RAY_AUTH_MODE": "", "RAY_AUTH_TOKEN_PATH": ""})
+    assert join.returncode == 2
+    assert "refused this agent's token" in join.stderr and "Traceback" not in join.stderr
 
 
 def test_joining_without_a_token_file_says_where_to_get_one(head, tmp_path):

@@ -8,6 +8,7 @@ Derandomized, so CI sees the same inputs every time.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import pty
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -386,3 +388,137 @@ def test_import_returns_records_or_raises_import_failed_only(text, label):
         assert "\n" not in str(exc)
         return
     assert records and all(json.dumps(r, allow_nan=True) for r in records)
+
+
+# ---------------------------------------------------------------- bounds: alias bombs, huge axes, huge imports
+
+@st.composite
+def alias_bomb(draw) -> tuple[str, int]:
+    """(a matrix whose extra section is an alias bomb, how many nodes it holds written out)."""
+    levels, fan = draw(st.integers(1, 30)), draw(st.integers(2, 9))
+    kind = draw(st.sampled_from(["list", "map", "merge"]))
+    if kind == "list":
+        rows, size = [f"l0: &l0 [{', '.join(['lol'] * fan)}]"], 1 + fan
+        for i in range(1, levels):
+            rows.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fan)}]")
+            size = 1 + fan * size
+    elif kind == "map":
+        rows, size = ["l0: &l0 {a: lol}"], 3
+        for i in range(1, levels):
+            rows.append(f"l{i}: &l{i} {{{', '.join(f'k{j}: *l{i - 1}' for j in range(fan))}}}")
+            size = 1 + fan * (1 + size)
+    else:
+        rows, size = ["l0: &l0 {x0: 1}"], 3
+        for i in range(1, levels):
+            rows.append(f"l{i}: &l{i} {{<<: [{', '.join([f'*l{i - 1}'] * fan)}], x{i}: 1}}")
+            size = 1 + (1 + (1 + fan * size)) + 2
+    where = draw(st.sampled_from(["description", "args", "hardware", "bomb"]))
+    block = "".join(f"  {r}\n" for r in rows)
+    text = BASE + f"{where}:\n{block}" if where not in BASE else BASE.replace(f"{where}:\n", f"{where}:\n{block}", 1)
+    return text, size
+
+
+@settings(max_examples=80, **FUZZ)
+@given(alias_bomb())
+def test_an_alias_bomb_is_refused_at_an_alias_in_bounded_time_or_is_small_enough_to_load(bomb):
+    from coordinator.yaml_lines import NODES_MAX
+
+    text, written_out = bomb
+    start = time.process_time()
+    try:
+        _validate_text(text)
+        message = None
+    except MatrixError as exc:
+        message = str(exc)
+        assert message.startswith("fuzz.yaml:") and "\n" not in message and len(message) <= 300
+    assert time.process_time() - start < 3
+    if written_out > NODES_MAX + 100:
+        assert message and re.search(r"^fuzz\.yaml:\d+: [^ ]+: alias \*l\d+ copies [\d,]+ nodes", message), message
+
+
+def _brute_force(axes: dict, include: list[dict], exclude: list[dict]) -> list[dict]:
+    """GitHub's expansion done the obvious way (the product, built whole), to check the real one."""
+    from coordinator.matrix import _same
+
+    combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
+    combos = [c for c in combos if not any(all(_same(c[k], v) for k, v in e.items()) for e in exclude)]
+    originals = len(combos)
+    for entry in include:
+        hits = [c for c in combos[:originals] if all(_same(c[k], v) for k, v in entry.items() if k in axes)]
+        for c in hits:
+            c.update(entry)
+        if not hits:
+            combos.append(dict(entry))
+    return combos
+
+
+AXES = ["n_prompt", "n_gen", "depth", "threads", "ubatch", "ctx", "batch", "nrep", "ngl"]
+
+
+@st.composite
+def huge_axes(draw) -> tuple[dict, int]:
+    """(matrix data with up to 9 more axes of up to 60 values, excludes and includes; a --max-cells)."""
+    data = json.loads(json.dumps(BASE_DATA))
+    names = draw(st.lists(st.sampled_from(AXES), min_size=1, max_size=9, unique=True))
+    for name in names:
+        data["matrix"][name] = list(range(1, draw(st.integers(1, 60)) + 1))
+
+    def entry():
+        keys = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+        return {k: draw(st.sampled_from(data["matrix"][k] + [999])) for k in keys}
+
+    data["matrix"]["exclude"] = [entry() for _ in range(draw(st.integers(0, 12)))]
+    data["matrix"]["include"] = [{"ref": "a", **entry(), "mmap": True} for _ in range(draw(st.integers(0, 3)))]
+    return data, draw(st.sampled_from([1, 10, 1_000, 10_000]))
+
+
+@settings(max_examples=80, **FUZZ)
+@given(huge_axes())
+def test_huge_axes_are_counted_before_expansion_refused_with_the_count_or_expanded_as_github_does(case):
+    from coordinator.matrix import count_cells
+
+    data, max_cells = case
+    m = data["matrix"]
+    axes = {k: ([r["name"] for r in v] if k == "ref" else v) for k, v in m.items() if k not in ("exclude", "include")}
+    start = time.process_time()
+    survivors = count_cells(axes, m["exclude"])
+    try:
+        matrix = validate_matrix(data, {}, "fuzz.yaml", max_cells=max_cells)
+    except MatrixError as exc:
+        message = str(exc)
+        assert message.startswith("fuzz.yaml") and "\n" not in message
+        if survivors > max_cells:
+            assert f"expands to {survivors:,} cells" in message, message
+        matrix = None
+    assert time.process_time() - start < 5
+    if math.prod(len(v) for v in axes.values()) <= 5_000:
+        expected = [{**c, "model": "tiny"} for c in _brute_force(axes, m["include"], m["exclude"])]
+        assert survivors == len(_brute_force(axes, [], m["exclude"]))
+        if matrix is not None:
+            assert matrix.cells() == expected and len(expected) <= max_cells
+
+
+@st.composite
+def huge_import(draw) -> tuple[str, int, int]:
+    """(a real posted text, how often it is pasted, how many distinct rows follow the copies)."""
+    text = draw(st.sampled_from(SAMPLE_TEXTS))
+    return text, draw(st.integers(1, max(1, (256 << 10) // len(text)))), draw(st.integers(0, 300))
+
+
+@settings(max_examples=12, **FUZZ)
+@given(huge_import())
+def test_a_huge_paste_imports_each_distinct_row_once_in_bounded_time_and_counts_the_repeats(case):
+    from coordinator.importers import IMPORT_MAX_BYTES, convert_text
+
+    text, copies, extra = case
+    rows = "".join(f"| m | pp{n} | {n}.00 ± 0.10 |\n" for n in range(1, extra + 1))
+    paste = "\n\n".join([text] * copies) + ("\n\n| model | test | t/s |\n|---|---|---|\n" + rows if extra else "")
+    one = convert_text(text, "box")
+    start = time.process_time()
+    converted = convert_text(paste, "box")
+    assert time.process_time() - start < 5
+    assert len(converted.records) == len(one.records) + extra
+    assert len(converted.records) + converted.duplicates == copies * (len(one.records) + one.duplicates) + extra
+    assert len({r["cell_id"] for r in converted.records}) == len(converted.records)
+    with pytest.raises(ImportFailed, match="more than the 4,194,304 one import may hold"):
+        convert_text(text * (IMPORT_MAX_BYTES // len(text) + 1), "box")

@@ -120,9 +120,11 @@ def test_default_run_id_and_records_are_stable_for_the_same_text():
 def test_import_file_twice_writes_the_same_keys_and_identical_bytes(tmp_path):
     url = (tmp_path / "store").as_uri()
     path = str(sample("11"))
-    run1, keys1 = import_file(path, LABEL, None, url, None)
+    first = import_file(path, LABEL, None, url, None)
+    run1, keys1 = first.run_id, first.keys
     blobs = {k: (tmp_path / "store" / k).read_bytes() for k in keys1}
-    run2, keys2 = import_file(path, LABEL, None, url, None)
+    second = import_file(path, LABEL, None, url, None)
+    run2, keys2 = second.run_id, second.keys
     assert (run1, keys1) == (run2, keys2) and len(keys1) == 6
     assert blobs == {k: (tmp_path / "store" / k).read_bytes() for k in keys2}
     assert all(k.startswith(f"runs/{run1}/results/") for k in keys1)
@@ -175,3 +177,105 @@ def test_imported_hardware_class_differs_per_label_and_never_looks_measured():
     assert a["hardware_class"] != b["hardware_class"]
     assert a["hardware_class"].startswith("imported:") and b["hardware_class"].startswith("imported:")
     assert a["hardware"]["gpu_info"] == "NVIDIA GeForce RTX 4080"
+
+
+# ---------------------------------------------------------------- bounded cost (issue 11)
+
+def convert_text(*args, **kw):
+    from coordinator.importers import convert_text
+
+    return convert_text(*args, **kw)
+
+
+HEADER = "| model | size | params | backend | threads | test | t/s |\n|---|---:|---:|---|---:|---:|---:|\n"
+
+
+def bench_row(test: str = "pp512", ts: str = "10.00 ± 0.10") -> str:
+    return f"| llama 7B Q4_0 | 3.56 GiB | 6.74 B | CPU | 4 | {test} | {ts} |\n"
+
+
+def test_identical_rows_are_one_record_and_are_counted_as_duplicates():
+    # Before: every copy became its own record (with an ordinal in its cell id).
+    table = HEADER + bench_row() * 3 + bench_row("tg128", "5.00 ± 0.01")
+    converted = convert_text(table + "\nand again:\n\n" + table, "box")
+    assert [r["params"]["test"] for r in converted.records] == ["pp512", "tg128"]
+    assert converted.duplicates == 2 + 4          # two repeats in the first table, all four rows of the second
+
+
+def test_rows_that_differ_in_their_numbers_stay_separate_records():
+    records = import_text(HEADER + bench_row() + bench_row(ts="11.00 ± 0.10"), "box")
+    assert len(records) == 2 and records[0]["cell_id"] != records[1]["cell_id"]
+
+
+def test_a_table_row_without_its_leading_pipe_is_read():
+    # Before: the row was dropped silently (issue 11: sample 09 imported 1 record of 2).
+    text = HEADER + bench_row() + bench_row("tg128", "5.00 ± 0.01").lstrip("|")
+    assert [r["params"]["test"] for r in import_text(text, "box")] == ["pp512", "tg128"]
+
+
+def test_a_pipe_line_that_fits_no_column_is_reported_with_its_line_number():
+    text = HEADER + bench_row() + "llama 7B | pp512 | 9.00 ± 0.10\n"
+    converted = convert_text(text, "box")
+    assert len(converted.records) == 1
+    assert converted.notes == ["line 4: skipped row with 3 cells, header has 7"]
+
+
+def test_a_block_keeps_at_most_twenty_notes_and_counts_the_rest():
+    # Before: 1,000 unreadable rows gave every record of the block 1,000 notes.
+    bad = "".join(bench_row(f"pp{n}", "fast") for n in range(1000))
+    (record,) = import_text(HEADER + bench_row() + bad, "box")
+    notes = record["import_notes"]
+    assert len(notes) == 21 and notes[-1] == "... and 980 more notes"
+    assert notes[0] == "line 4: skipped row, unreadable test 'pp0' or t/s 'fast'"
+
+
+@pytest.mark.timeout(60)
+def test_more_distinct_rows_than_an_import_may_hold_are_refused_before_any_record_is_built():
+    from coordinator.importers import IMPORT_MAX_RECORDS
+
+    text = HEADER + "".join(bench_row(f"pp{n}") for n in range(1, IMPORT_MAX_RECORDS + 2))
+    with pytest.raises(ImportFailed, match=r"^x\.md: 10,001 distinct results, more than the 10,000 one import"):
+        convert_text(text, "box", source="x.md")
+
+
+def test_an_import_over_4_MiB_is_refused_by_its_size_without_reading_it(tmp_path):
+    from tests.bounded import run_cli_bounded
+
+    # Before: a 200 MB paste died after 174 s at 7.9 GB; here a sparse file of that size.
+    path = tmp_path / "paste.md"
+    with open(path, "wb") as f:
+        f.write(HEADER.encode())
+        f.truncate(200 << 20)
+    result = run_cli_bounded("import", str(path), "--as", "box", "--store", (tmp_path / "s").as_uri(),
+                             seconds=30, mem_mb=1024)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"hwmatrix: {path}: larger than 4,194,304 bytes, the most one import "
+                                     "may hold; split the file")
+    assert result.peak_mb < 80 and not (tmp_path / "s").exists()
+
+
+def test_a_file_that_grows_past_the_cap_while_read_is_cut_off(tmp_path, monkeypatch):
+    import coordinator.importers as importers
+
+    path = tmp_path / "in.md"
+    path.write_text(HEADER + bench_row() * 100)
+    monkeypatch.setattr(importers, "IMPORT_MAX_BYTES", 1000)
+    monkeypatch.setattr(importers.os, "fstat", lambda fd: type("S", (), {"st_size": 0})())  # a pipe: no size
+    with pytest.raises(ImportFailed, match="larger than 1,000 bytes"):
+        read_text_file(str(path))
+
+
+def test_4_MiB_of_one_row_pasted_over_and_over_imports_one_record_in_seconds(tmp_path):
+    from tests.bounded import run_cli_bounded
+
+    # Before: 4 MB of one row ran past 60 s and 528 MB, writing a record per copy.
+    path = tmp_path / "paste.md"
+    row = bench_row()
+    copies = (4 << 20) // len(row.encode()) - 2
+    path.write_text(HEADER + row * copies)
+    result = run_cli_bounded("import", str(path), "--as", "box", "--store", (tmp_path / "s").as_uri(),
+                             seconds=60, mem_mb=2048)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(rf"imported 1 records from {re.escape(str(path))} as 'box' into run import-box-\w+; "
+                        rf"{copies - 1} duplicate row\(s\) dropped\n", result.stdout), result.stdout
+    assert result.peak_mb < 200, result.peak_mb

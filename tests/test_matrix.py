@@ -1,6 +1,8 @@
 """Matrix files: GitHub-Actions expansion, one-line located errors, hardware matching."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from coordinator.hardware_match import matches
@@ -398,3 +400,199 @@ def test_spec_loaded_from_a_matrix_file_matches_a_profile(tmp_path):
     spec = load_matrix(write(tmp_path, VALID)).hardware
     assert matches(spec, profile(uarch="zen4")) == (True, None)
     assert matches(spec, profile(cores=2)) == (False, "needs cpu cores >=4, has 2")
+
+
+# ---------------------------------------------------------------- bounded cost (issue 11)
+
+SMALL = """\
+name: bounded
+engines:
+  mainline: {kind: llama.cpp, repo: https://github.com/ggml-org/llama.cpp}
+models:
+  tiny: {generate: tiny-llama}
+matrix:
+  ref: [{name: a, tag: v0.3.35}]
+"""
+
+
+def laughs(levels: int = 9, fan: int = 9) -> str:
+    """A "billion laughs" description: each level lists the one before it ``fan`` times."""
+    rows = [f'  l0: &l0 [{", ".join(["lol"] * fan)}]']
+    rows += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fan)}]" for i in range(1, levels)]
+    return SMALL + "description:\n" + "\n".join(rows) + "\n"
+
+
+def merge_bomb(levels: int = 28) -> str:
+    """Merge keys (<<) that each copy the level before twice: 2**levels keys once written out."""
+    rows = ["  m0: &m0 {x0: 1, y0: 2}"]
+    rows += [f"  m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}], x{i}: 1}}" for i in range(1, levels + 1)]
+    return SMALL + "description:\n" + "\n".join(rows) + "\n"
+
+
+def axes(n_axes: int, size: int = 10) -> str:
+    names = ["n_prompt", "n_gen", "depth", "threads", "batch", "ubatch", "ctx", "amb", "ngl"][:n_axes]
+    return SMALL + "".join(f"  {n}: [{', '.join(str(v) for v in range(1, size + 1))}]\n" for n in names)
+
+
+def refused_in_bounds(tmp_path, text: str, *extra: str, seconds: float = 30, peak_mb: float = 120) -> str:
+    """`hwmatrix plan` of ``text``: exit 2 with one line naming this file, within time and memory."""
+    from tests.bounded import run_cli_bounded
+
+    path = write(tmp_path, text)
+    result = run_cli_bounded("plan", str(path), *extra, seconds=seconds, mem_mb=2048)
+    assert result.returncode == 2, (result.returncode, result.stderr[-500:])
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message and len(message) < 500, message[:1000]
+    assert message.startswith(f"hwmatrix: {path}"), message
+    assert result.peak_mb is not None and result.peak_mb < peak_mb, result.peak_mb
+    return message
+
+
+def test_a_billion_laughs_description_is_refused_at_its_alias_in_seconds_and_little_memory(tmp_path):
+    # Before: 1 KB ran 110 s, then an allocation failure (rc 134); here it passed 670 MB in 25 s.
+    assert len(laughs()) < 1100
+    message = refused_in_bounds(tmp_path, laughs())
+    assert re.search(r"m\.yaml:\d+: description\.l\d+\[\d+\]: alias \*l\d+ copies [\d,]+ nodes", message), message
+    assert "billion laughs" in message
+
+
+def test_a_merge_key_bomb_of_28_levels_is_refused_at_its_alias_in_seconds_and_little_memory(tmp_path):
+    # Before: past 150 s and 3.2 GB.
+    message = refused_in_bounds(tmp_path, merge_bomb(28))
+    assert re.search(r"m\.yaml:\d+: description\.m\d+\.<<\[\d\]: alias \*m\d+ copies", message), message
+
+
+def test_a_recursive_alias_is_refused_at_its_line():
+    from coordinator.yaml_lines import parse_with_lines
+
+    with pytest.raises(MatrixError) as exc:
+        parse_with_lines(SMALL + "description: &r [1, *r]\n", "m.yaml")
+    assert str(exc.value).startswith("m.yaml:8: description[1]: alias *r is used inside the node it names")
+
+
+def test_aliases_that_stay_small_still_load(tmp_path):
+    text = SMALL.replace("matrix:", "args: &defaults {threads: 2}\nhygiene: {warmup: 1}\nmatrix:") + \
+        "  include:\n    - {<<: *defaults, ref: a}\n"
+    matrix = load_matrix(write(tmp_path, text))
+    assert matrix.cells() == [{"ref": "a", "threads": 2, "model": "tiny"}]
+
+
+@pytest.mark.parametrize("n_axes, count", [(6, "1,000,000"), (9, "1,000,000,000")])
+def test_a_huge_matrix_is_counted_not_built_and_refused_with_its_cell_count(tmp_path, n_axes, count):
+    # Before: 10^6 cells took 80 s and 2.1 GB; 10^9 ended in a MemoryError traceback.
+    message = refused_in_bounds(tmp_path, axes(n_axes))
+    assert f"m.yaml:6: matrix: the matrix expands to {count} cells (1 x 10 x" in message, message
+    assert "--max-cells" in message
+
+
+def test_max_cells_raises_the_cap_and_excluded_cells_do_not_count(tmp_path):
+    from coordinator.matrix import MAX_CELLS
+
+    text = axes(4, 10) + "  exclude:\n    - {n_prompt: 1}\n"                 # 10,000 less 1,000
+    assert len(load_matrix(write(tmp_path, text)).cells()) == 9_000 <= MAX_CELLS
+    with pytest.raises(MatrixError, match=r"m\.yaml:6: matrix: the matrix expands to 9,000 cells "
+                                          r"\(1 x 10 x 10 x 10 x 10 less excluded\), more than the 8,999"):
+        load_matrix(write(tmp_path, text), max_cells=8_999)
+    assert len(load_matrix(write(tmp_path, axes(5)), max_cells=100_000).cells()) == 100_000
+
+
+def test_cells_added_by_includes_count_too(tmp_path):
+    text = axes(1, 3) + "  include:\n    - {ref: a, n_prompt: 7}\n    - {ref: a, n_prompt: 8}\n"
+    assert len(load_matrix(write(tmp_path, text)).cells()) == 5
+    with pytest.raises(MatrixError, match=r"matrix\.include: with its include entries the matrix expands to 5 cells"):
+        load_matrix(write(tmp_path, text), max_cells=4)
+
+
+def test_include_and_exclude_hold_at_most_a_thousand_entries_each(tmp_path):
+    entries = "".join(f"    - {{n_prompt: {v}}}\n" for v in range(1, 1002))
+    with pytest.raises(MatrixError, match=r"matrix\.include: holds 1,001 entries, at most 1,000 are allowed"):
+        load_matrix(write(tmp_path, axes(1) + "  include:\n" + entries))
+
+
+@pytest.mark.timeout(20)
+def test_a_20000_value_axis_is_checked_for_duplicates_in_well_under_a_second(tmp_path):
+    import time
+
+    from coordinator.matrix import validate_matrix
+    from coordinator.yaml_lines import load_with_lines
+
+    # Before: 66 s, the duplicate checks being quadratic.
+    values = list(range(1, 20_001)) + [1]
+    data, lines = load_with_lines(write(tmp_path, SMALL + f"  n_prompt: {values}\n"))
+    start = time.process_time()
+    with pytest.raises(MatrixError, match=r"m\.yaml:8: matrix\.n_prompt\[20000\]: duplicate value 1 in axis"):
+        validate_matrix(data, lines, "m.yaml", max_cells=100_000)
+    data["matrix"]["n_prompt"].pop()
+    assert len(validate_matrix(data, lines, "m.yaml", max_cells=100_000).cells()) == 20_000
+    assert time.process_time() - start < 1.0
+
+
+@pytest.mark.timeout(30)
+def test_a_plan_of_5000_refs_looks_each_ref_up_once(tmp_path):
+    import time
+
+    from coordinator.plan import load_plan
+
+    # Before: 13 s of CPU (every cell rebuilt the name -> ref map); 0.8 s here, most of it YAML.
+    refs = ", ".join(f"{{name: r{i}, tag: v{i}}}" for i in range(5000))
+    path = write(tmp_path, SMALL.replace("ref: [{name: a, tag: v0.3.35}]", f"ref: [{refs}]"))
+    start = time.process_time()
+    assert len(load_plan(str(path)).cells) == 5000
+    assert time.process_time() - start < 4.0
+
+
+def test_a_matrix_file_over_256_KiB_is_refused_before_it_is_read(tmp_path):
+    # Before: a 56 MB matrix ran past 500 s (58 MB of block text: 24 s, then accepted).
+    text = SMALL.replace("matrix:", "description: |\n" + ("  " + "x" * 78 + "\n") * (56 << 14) + "matrix:")
+    assert len(text) > 56 << 20
+    message = refused_in_bounds(tmp_path, text, seconds=30, peak_mb=100)
+    assert message.endswith("m.yaml: larger than 262,144 bytes, the most a matrix file may hold"), message
+
+
+def test_a_huge_value_is_quoted_in_a_bounded_message(tmp_path):
+    # Before: a 500 KB quant gave a 500 KB message.
+    message = refused_in_bounds(tmp_path, SMALL + "  quant: [" + "Q" * 200_000 + "]\n")
+    assert "m.yaml:8: matrix.quant[0]: 'QQQQ" in message and "...QQQ" in message and "quant type" in message
+
+
+@pytest.mark.parametrize("where, text, key", [
+    ("a tag", 'ref: [{name: a, tag: "v0.3.35\\u202e"}]', "matrix.ref[0].tag"),
+    ("a branch", 'ref: [{name: a, branch: "\\u2066main\\u2069"}]', "matrix.ref[0].branch"),
+    ("an escape in a cpu glob", 'ref: [{name: a, tag: v1}]\nhardware: {cpu: {model: "Ryzen\\e]0;pwned\\a"}}',
+     "hardware.cpu.model"),
+    ("an 8-bit CSI in a gpu name", 'ref: [{name: a, tag: v1}]\nhardware: {gpu: {name: "RTX\\x9b2J"}}',
+     "hardware.gpu.name"),
+    ("a key", 'ref: [{name: a, tag: v1}]\n"\\u202eq": 1', "['\\u202eq']"),
+])
+def test_a_control_or_bidi_character_is_refused_at_load_with_file_line_and_key(tmp_path, where, text, key):
+    # Before: the bidi tag reached `plan` output raw; C0/C1 escapes passed the one-line checks.
+    path = write(tmp_path, SMALL.replace("ref: [{name: a, tag: v0.3.35}]", text))
+    with pytest.raises(MatrixError) as exc:
+        load_matrix(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}:") and f": {key}: holds the control character U+" in message, message
+    assert not any(ch in message for ch in "\u202e\u2066\u2069\x1b\x9b\x07")
+
+
+def _random_excludes(n: int, seed: int) -> str:
+    import random
+
+    rnd = random.Random(seed)
+    names = ["n_prompt", "n_gen", "depth", "threads", "batch", "ubatch", "ctx", "amb", "ngl"]
+    entries = [dict(zip(rnd.sample(names, 2), (rnd.randint(1, 10), rnd.randint(1, 10)))) for _ in range(n)]
+    return "  exclude:\n" + "".join(f"    - {{{', '.join(f'{k}: {v}' for k, v in e.items())}}}\n" for e in entries)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("n_excludes, message", [
+    (300, r"matrix: the matrix expands to more than 10,000 cells \(1 x 10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 "
+          r"less excluded\)"),
+    (1000, r"matrix\.exclude: the 1000 exclude entries overlap too much to count the cells they leave"),
+])
+def test_excludes_too_intricate_to_count_exactly_are_refused_in_bounded_time(tmp_path, n_excludes, message):
+    import time
+
+    start = time.process_time()
+    with pytest.raises(MatrixError, match=message):
+        load_matrix(write(tmp_path, axes(9) + _random_excludes(n_excludes, seed=1)))
+    assert time.process_time() - start < 15

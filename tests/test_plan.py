@@ -1,6 +1,8 @@
 """Planning the demo matrix: cells, builds, run ids and the specs handed to agents."""
 from __future__ import annotations
 
+import re
+
 from coordinator.plan import build_targets, load_plan
 from tests.conftest import REPO
 
@@ -68,3 +70,15 @@ def test_groups_follow_the_baseline_axis_when_it_is_not_ref():
     assert all(len({repr({k: v for k, v in c.params.items() if k != "threads"}) for c in g}) == 1 for g in groups)
     assert max(len(g) for g in groups) == 2 and all({c.params["threads"] for c in g} == {1, 2}
                                                    for g in groups if len(g) == 2)
+
+def test_plan_refuses_a_bidi_control_in_a_tag_instead_of_printing_it(tmp_path):
+    from tests.conftest import hwmatrix
+
+    # Before: exit 0, and the build list showed "v0.3.35\u202e" raw, reordering the line.
+    path = tmp_path / "bidi.yaml"
+    path.write_text(DEMO.read_text().replace("tag: v0.3.35", 'tag: "v0.3.35\\u202e"', 1))
+    assert '"v0.3.35\\u202e"' in path.read_text()
+    result = hwmatrix("plan", str(path))
+    assert result.returncode == 2 and "\u202e" not in result.stdout + result.stderr
+    assert re.fullmatch(rf"hwmatrix: {re.escape(str(path))}:\d+: matrix\.ref\[\d\]\.tag: holds the control character "
+                        r"U\+202E \(RIGHT-TO-LEFT OVERRIDE\); .*\n", result.stderr), result.stderr

@@ -327,3 +327,12 @@ def test_failed_runs_are_counted_in_the_status_column(records):
     failed = {**_bench(records)[0], "run_id": "retry", "status": "run_failed", "metrics": {}, "bench_rows": []}
     md = reports.render("markdown", [*records, failed], [])
     assert "1 ok, 1 run_failed" in md
+
+
+def test_html_plots_draw_dollar_signs_in_labels_as_text_not_as_tex(records, comparisons):
+    """A class label or params value like `$\\frac{$` passes the record check (it is plain text)
+    but made matplotlib's mathtext raise, so the whole HTML report failed."""
+    odd = [{**r, "params": {**r["params"], "quant": "$\\frac{$" + r["params"]["quant"]},
+            "hardware": {"label": "$x^{$ box"}} for r in records]
+    html = reports.render("html", odd, [{**c, "cell": "$\\undefined$"} for c in comparisons])
+    assert html.count("data:image/png;base64,") >= 3 and "$x^{$ box" in html

@@ -84,3 +84,84 @@ def test_a_failed_record_is_replaced_by_a_later_good_one_and_a_clash_stays_spool
     assert delivered == ["runs/r/results/c/a.1.json"] and not errors and not spool.pending()
     kept = [store.get_json(k)["n"] for k in store.list("runs/r/results/")]
     assert sorted(kept) == [1, 2]
+
+
+# ---------------------------------------------------------------- a writer killed mid-write
+
+# A child that writes one key and stops where the temp file is written but not yet linked
+# (os.link for a conditional write, os.replace for a replacing one): it says "ready", then
+# waits for a line on stdin before it goes on.
+_PAUSED_WRITER = """
+import os, sys
+from pathlib import Path
+from agent.store import FileStore
+store = FileStore(Path(sys.argv[1]))
+def paused(real):
+    def call(*args, **kwargs):
+        print("ready", flush=True)
+        sys.stdin.readline()
+        return real(*args, **kwargs)
+    return call
+os.link, os.replace = paused(os.link), paused(os.replace)
+print(store.put(sys.argv[2], sys.argv[3].encode(), on_clash=sys.argv[4]), flush=True)
+"""
+
+
+def _paused_writer(root, key: str, data: str, on_clash: str):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSED_WRITER, str(root), key, data, on_clash], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"       # the temp file is written, the key is not
+    return proc
+
+
+def _temp_files(root) -> list:
+    return [p for p in root.rglob("*") if p.is_file() and p.name.startswith(".tmp-")]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("key, on_clash", [("runs/r/logs/c/a/stdout.txt", "replace"),
+                                           ("runs/r/results/c/a.json", "reject")])
+def test_a_writer_killed_between_write_and_link_leaves_no_temp_file_in_the_store_or_its_report(
+        tmp_path, key, on_clash):
+    import signal
+
+    from agent.record import Metric, ResultRecord
+    from tests.conftest import hwmatrix
+
+    root = tmp_path / "store"
+    good = ResultRecord(run_id="r0", matrix={"name": "m", "hash": "h"}, cell_id="c0", agent_id="a", status="ok",
+                        params={"ref": "A", "quant": "Q4_0"}, hardware_class="zen4",
+                        hardware={"cpu": {"brand": "AMD Ryzen 9 7950X"}, "gpus": {"count": 0, "devices": []}},
+                        engine={"kind": "llama.cpp", "commit": "abc1234" * 5},
+                        metrics={"tg_tps": Metric.from_samples("tg16", [41.0, 41.5, 40.8], process_sizes=[1, 1, 1])},
+                        timestamps={"finished": "2026-11-27T09:00:00"}).model_dump(mode="json")
+    FileStore(root).put(result_key(good["run_id"], good["cell_id"], good["agent_id"]), json.dumps(good).encode())
+    victim = _paused_writer(root, key.replace("runs/r/", f"runs/{good['run_id']}/"), "half a record", on_clash)
+    assert _temp_files(root)                          # the debris a kill leaves behind
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    store = FileStore(root)                           # the next run (or writer) opens the store
+    assert not _temp_files(root), _temp_files(root)
+    assert not [k for k in store.list("") if ".tmp" in k]
+    report = hwmatrix("report", "--store", root.as_uri(), "--format", "json", timeout=60)
+    assert report.returncode == 0, report.stderr
+    assert ".tmp" not in report.stdout + report.stderr
+    assert [r["cell_id"] for r in json.loads(report.stdout)["records"]] == [good["cell_id"]]
+
+
+@pytest.mark.timeout(60)
+def test_opening_the_store_leaves_a_live_writers_temp_file_alone_and_its_write_completes(tmp_path):
+    root = tmp_path / "store"
+    writer = _paused_writer(root, "runs/r/results/c/a.json", "a whole record", "reject")
+    before = _temp_files(root)
+    assert FileStore(root).sweep_temp_files() == 0
+    assert _temp_files(root) == before and before
+    out, _ = writer.communicate("go\n", timeout=30)
+    assert writer.returncode == 0 and out.strip() == "runs/r/results/c/a.json"
+    assert FileStore(root).get("runs/r/results/c/a.json") == b"a whole record"
+    assert not _temp_files(root)

@@ -55,10 +55,10 @@ ATTACKS = [
                  "expected -D<NAME>=<VALUE>", id="cmake-preload-script-joined"),
     pytest.param(CMAKE, "- -DGGML_NATIVE=$(touch {pwned})", "engines.mainline.build.cmake[0]",
                  "the value may only hold", id="cmake-command-substitution"),
-    pytest.param(CMAKE, "- -DGGML_X=ON;-DCMAKE_C_COMPILER_LAUNCHER=ccache", "engines.mainline.build.cmake[0]",
+    pytest.param(CMAKE, "- -DGGML_NATIVE=OFF;-DCMAKE_C_COMPILER_LAUNCHER=ccache", "engines.mainline.build.cmake[0]",
                  "may not start with '-'", id="cmake-list-smuggles-a-flag"),
-    pytest.param(CMAKE, "- -DGGML_X=ON;-DCMAKE_C_COMPILER_LAUNCHER=/tmp/evil.sh", "engines.mainline.build.cmake[0]",
-                 "bad cmake flag", id="cmake-list-smuggles-a-launcher-path"),
+    pytest.param(CMAKE, "- -DGGML_NATIVE=OFF;-DCMAKE_C_COMPILER_LAUNCHER=/tmp/evil.sh",
+                 "engines.mainline.build.cmake[0]", "bad cmake flag", id="cmake-list-smuggles-a-launcher-path"),
     pytest.param(PATH, "path: ../../etc/passwd", "models.tiny.path", "has a '..' component", id="model-path-up"),
     pytest.param(PATH, "path: models/../../x.gguf", "models.tiny.path", "has a '..' component",
                  id="model-path-up-inside"),
@@ -70,6 +70,26 @@ ATTACKS = [
                  "transport syntax", id="repo-ext-transport"),
     pytest.param(REPO_LINE, "repo: '-oProxyCommand=touch {pwned}'", "engines.mainline.repo",
                  "starts with '-'", id="repo-ssh-option"),
+    pytest.param(REPO_LINE, "repo: 'ssh://-oProxyCommand=touch%20{pwned}/x'", "engines.mainline.repo",
+                 "git would hand ssh a host or user that starts with '-'", id="repo-ssh-url-host-option"),
+    pytest.param(REPO_LINE, "repo: 'git@-oProxyCommand:x'", "engines.mainline.repo",
+                 "git would hand ssh a host or path that starts with '-'", id="repo-scp-host-option"),
+    pytest.param(REPO_LINE, "repo: https://someone:s3cr3t-t0ken@github.com/ggml-org/llama.cpp",
+                 "engines.mainline.repo", "git config credential.helper", id="repo-user-and-password"),
+    pytest.param(REPO_LINE, "repo: https://s3cr3t-t0ken@github.com/ggml-org/llama.cpp", "engines.mainline.repo",
+                 "git config credential.helper", id="repo-token-as-user"),
+    pytest.param(REPO_LINE, "repo: ssh://git:s3cr3t-t0ken@github.com/ggml-org/llama.cpp", "engines.mainline.repo",
+                 "git config credential.helper", id="repo-ssh-password"),
+    pytest.param(CMAKE, "- -DGGML_VULKAN_SHADERS_GEN_TOOLCHAIN=x.cmake", "engines.mainline.build.cmake[0]",
+                 "names a file, a directory or a toolchain", id="cmake-ggml-toolchain-file"),
+    pytest.param(CMAKE, "- -DGGML_BACKEND_DIR=lib", "engines.mainline.build.cmake[0]",
+                 "names a file, a directory or a toolchain", id="cmake-ggml-backend-dir"),
+    pytest.param(CMAKE, "- -DGGML_NO_SUCH_THING=ON", "engines.mainline.build.cmake[0]",
+                 "is not a cmake option of llama.cpp", id="cmake-ggml-name-that-does-not-exist"),
+    pytest.param(CMAKE, "- -DGGML_CUDAA=ON", "engines.mainline.build.cmake[0]", "did you mean GGML_CUDA?",
+                 id="cmake-ggml-typo"),
+    pytest.param(CMAKE, "- -DGGML_IQK_FA_ALL_QUANTS=OFF", "engines.mainline.build.cmake[0]",
+                 "an option of the other engine, not of llama.cpp", id="cmake-ik-option-on-mainline"),
     pytest.param("threads: 2", "threads: 100000", "args.threads", "less than or equal to 4096",
                  id="threads-out-of-bounds"),
     pytest.param("threads: 2", "ot: " + "x" * 5000, "args.ot", "at most 2000 characters", id="ot-too-long"),
@@ -186,7 +206,7 @@ AGENT_ATTACKS = [
     ("engine.cmake", ["-C", "/tmp/evil.cmake"]),
     ("engine.cmake", ["-C/tmp/x"]),
     ("engine.cmake", ["-DGGML_NATIVE=$(touch /tmp/pwned)"]),
-    ("engine.cmake", ["-DGGML_X=ON;-DCMAKE_C_COMPILER_LAUNCHER=ccache"]),
+    ("engine.cmake", ["-DGGML_NATIVE=OFF;-DCMAKE_C_COMPILER_LAUNCHER=ccache"]),
     ("model.path", "../../etc/passwd"),
     ("model.path", "models/../../x.gguf"),
     ("model.path", "-rf"),
@@ -198,6 +218,13 @@ AGENT_ATTACKS = [
     ("ref.value", "v1..v2"),
     ("engine.repo", "ext::sh -c touch%20/tmp/pwned"),
     ("engine.repo", "-oProxyCommand=touch /tmp/pwned"),
+    ("engine.repo", "ssh://-oProxyCommand=touch%20/tmp/pwned/x"),
+    ("engine.repo", "ssh://%2DoProxyCommand=x/y"),
+    ("engine.repo", "https://someone:s3cr3t@github.com/ggml-org/llama.cpp"),
+    ("engine.repo", "https://s3cr3t@github.com/ggml-org/llama.cpp"),
+    ("engine.cmake", ["-DGGML_VULKAN_SHADERS_GEN_TOOLCHAIN=x.cmake"]),
+    ("engine.cmake", ["-DGGML_IQK_FA_ALL_QUANTS=OFF"]),      # the spec's engine is llama.cpp
+    ("engine.cmake", ["-DGGML_NO_SUCH_THING=ON"]),
     ("engine.name", ".."),
     ("args.threads", 100000),
     ("args.ot", "x" * 5000),
@@ -256,3 +283,41 @@ def test_every_spec_the_coordinator_makes_from_a_real_matrix_passes_the_agent(ma
     for cell in plan.cells:
         spec = cell.to_spec(plan.default_run_id + "-20250101T000000", "file:///tmp/store")
         assert CellSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+# ---------------------------------------------------------------- what stays allowed
+
+@pytest.mark.parametrize("repo", ["https://github.com/ggml-org/llama.cpp", "ssh://git@github.com/ggml-org/llama.cpp",
+                                  "ssh://git@github.com:22/ggml-org/llama.cpp", "git://example.org/llama.cpp",
+                                  "git@github.com:ggml-org/llama.cpp.git", "file:///srv/git/llama.cpp",
+                                  "/srv/git/llama.cpp", "../llama.cpp"])
+def test_a_repo_url_without_credentials_or_options_is_still_allowed(repo):
+    from agent.flags import repo_problem
+
+    assert repo_problem(repo) is None
+
+
+def test_a_refused_repo_url_points_to_credential_helpers_and_never_repeats_the_secret(tmp_path):
+    path, _, _ = _attack(tmp_path, REPO_LINE, "repo: https://someone:s3cr3t-t0ken@github.com/ggml-org/llama.cpp")
+    result = hwmatrix("plan", str(path))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "credential.helper" in result.stderr and "github.com/ggml-org/llama.cpp" in result.stderr
+    assert "s3cr3t" not in result.stderr and "someone" not in result.stderr
+
+
+@pytest.mark.parametrize("kind, flag", [("llama.cpp", "-DGGML_CUDA=ON"), ("llama.cpp", "-DGGML_CUDA_FA_ALL_QUANTS=ON"),
+                                        ("llama.cpp", "-DGGML_SCHED_MAX_COPIES=1"), ("llama.cpp", "-DLLAMA_CURL=OFF"),
+                                        ("ik_llama.cpp", "-DGGML_IQK_FA_ALL_QUANTS=OFF"),
+                                        ("ik_llama.cpp", "-DGGML_CUDA_IQK_FORCE_BF16=1"),
+                                        ("ik_llama.cpp", "-DGGML_BLAS_VENDOR=OpenBLAS")])
+def test_a_cmake_option_the_engine_has_passes_for_that_engine(kind, flag):
+    from agent.flags import cmake_flag_problem
+
+    assert cmake_flag_problem(flag, kind) is None
+
+
+def test_every_cmake_flag_the_build_itself_passes_is_an_option_of_some_engine():
+    from agent.build import OFFLINE_FLAGS
+    from agent.flags import cmake_flag_problem
+
+    assert OFFLINE_FLAGS and all(cmake_flag_problem(flag) is None for flag in OFFLINE_FLAGS)

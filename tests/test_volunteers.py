@@ -522,4 +522,4 @@ def test_an_agent_told_its_key_is_old_rotates_it_and_goes_on_with_the_new_one(wo
     assert "rotated the key" in agent.output()
     listed = next(a for a in work_api.listing()["agents"] if a["agent_id"] == creds["agent_id"])
     assert creds["fingerprint"] in listed["keys"] and len(listed["keys"]) == 2     # old one still in its grace
-    work_api.client(creds["key"]).call("lease", {"profile": PROFILE, "terms": TERMS})
+    work_api.client(creds["key"]).call("lease", {"profile": listed["profile"], "terms": TERMS})

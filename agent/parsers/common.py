@@ -7,6 +7,8 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
+from agent.quoting import shown
+
 from .types import BenchRow, ParseError
 
 IK = "ik_llama.cpp"
@@ -42,6 +44,7 @@ _FLOAT_RE = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
 _LABEL_RE = re.compile(
     r"(?:pp(?P<p>\d+)(?:\+tg(?P<pg>\d+))?|tg(?P<g>\d+)(?:@pp(?P<gp>\d+))?)(?:@d(?P<d>\d+))?"
 )
+_NEWLINE_RE = re.compile("\n")
 BUILD_FOOTER_RE = re.compile(r"^\s*build:\s*(?P<commit>[0-9A-Za-z]+)\s*\((?P<number>-?\d+)\)\s*$")
 
 
@@ -104,7 +107,7 @@ def _as_int(value, key: str, where: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError, OverflowError):     # OverflowError: JSON's 1e999 is infinity
-        raise ParseError(f"expected an integer for {key!r} in {where}, got {value!r}") from None
+        raise ParseError(f"expected an integer for {key!r} in {where}, got {shown(value)}") from None
 
 
 def _as_float(value, key: str, where: str) -> float | None:
@@ -113,9 +116,9 @@ def _as_float(value, key: str, where: str) -> float | None:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ParseError(f"expected a number for {key!r} in {where}, got {value!r}") from None
+        raise ParseError(f"expected a number for {key!r} in {where}, got {shown(value)}") from None
     if not math.isfinite(number):       # a speed of inf or nan is garbage, not a measurement
-        raise ParseError(f"expected a finite number for {key!r} in {where}, got {value!r}")
+        raise ParseError(f"expected a finite number for {key!r} in {where}, got {shown(value)}")
     return number
 
 
@@ -126,9 +129,9 @@ def _as_list(value, cast, key: str, where: str) -> list:
         try:
             value = json.loads(value)
         except (ValueError, RecursionError):
-            raise ParseError(f"expected a list for {key!r} in {where}, got {value!r}") from None
+            raise ParseError(f"expected a list for {key!r} in {where}, got {shown(value)}") from None
     if not isinstance(value, list):
-        raise ParseError(f"expected a list for {key!r} in {where}, got {value!r}")
+        raise ParseError(f"expected a list for {key!r} in {where}, got {shown(value)}")
     try:
         numbers = [cast(v) for v in value]
     except (TypeError, ValueError, OverflowError):
@@ -195,11 +198,7 @@ def build_info(rows: list[BenchRow]) -> tuple[str | None, int | None]:
 
 def line_starts(text: str) -> list[int]:
     """Character offset of each line start, to turn JSON decoder positions into line numbers."""
-    starts = [0]
-    for i, ch in enumerate(text):
-        if ch == "\n":
-            starts.append(i + 1)
-    return starts
+    return [0, *(m.end() for m in _NEWLINE_RE.finditer(text))]
 
 
 def scan_all(lines: list[str], scan) -> list:

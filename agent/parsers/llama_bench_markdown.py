@@ -6,6 +6,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from agent.quoting import shown
+
 from .common import (BUILD_FOOTER_RE, IK, MAINLINE, build_info, coerce, normalize_label, scan_all,
                      split_label, to_int)
 from .types import BenchRow, ParsedOutput, ParseError
@@ -62,14 +64,18 @@ def _is_header(lines: list[str], i: int) -> bool:
 
 
 def read_pipe_table(lines: list[str], i: int) -> tuple[PipeTable, int] | None:
-    """The table whose header is line i (0-based) and the index after it, or None if none starts there."""
+    """The table whose header is line i (0-based) and the index after it, or None if none starts there.
+
+    As on GitHub, a line holding a '|' continues the table even without its leading '|' (a
+    paste often loses it), so such a row is read, or skipped with a note, never dropped unseen.
+    """
     if not _is_header(lines, i):
         return None
     table = PipeTable(split_cells(lines[i]), split_cells(lines[i + 1]), i + 1)
     j = i + 2
     while j < len(lines):
         line = lines[j]
-        if line.lstrip().startswith("|"):
+        if "|" in line:
             if _is_header(lines, j) or _SEP_RE.match(line):
                 break
             table.rows.append((j + 1, split_cells(line)))
@@ -129,15 +135,20 @@ def bench_table_output(table: PipeTable) -> ParsedOutput:
     for required in ("test", "t/s"):
         if required not in names:
             raise ParseError(f"llama-bench markdown table has no {required!r} column "
-                             f"(header: {' | '.join(table.header)})", table.header_line)
+                             f"(header: {shown(' | '.join(table.header))})", table.header_line)
     i_test, i_ts = names.index("test"), names.index("t/s")
     labels = [normalize_label(cells[i_test]) for _, cells in table.rows if len(cells) == len(names)]
     engine = _engine(names, table.sep, labels)
     out = ParsedOutput(format="md", engine=engine, bench_rows=[], sweep_rows=[])
     for n, text in table.noise:
         m = _REPACKED_RE.search(text)
-        out.notes.append(f"line {n}: {m[0] if m else text}")
+        out.notes.append(f"line {n}: {m[0] if m else shown(text)}")
+    seen: set[tuple[str, ...]] = set()
     for n, cells in table.rows:
+        if tuple(cells) in seen:        # the same row pasted again: one record, counted as a duplicate
+            out.duplicates += 1
+            continue
+        seen.add(tuple(cells))
         if len(cells) != len(names):
             out.notes.append(f"line {n}: skipped row with {len(cells)} cells, header has {len(names)}")
             continue
@@ -145,14 +156,15 @@ def bench_table_output(table: PipeTable) -> ParsedOutput:
         counts = split_label(label)
         ts = _TS_RE.match(cells[i_ts])
         if counts is None or ts is None:
-            out.notes.append(f"line {n}: skipped row, unreadable test {cells[i_test]!r} or t/s {cells[i_ts]!r}")
+            out.notes.append(f"line {n}: skipped row, unreadable test {shown(cells[i_test])} "
+                             f"or t/s {shown(cells[i_ts])}")
             continue
         try:
             avg, sd = float(ts[1]), (float(ts[2]) if ts[2] is not None else None)
         except ValueError:              # "1.2.3" fits the pattern's [\d.]+
             avg = sd = math.nan
         if not math.isfinite(avg) or (sd is not None and not math.isfinite(sd)):
-            out.notes.append(f"line {n}: skipped row, t/s {cells[i_ts]!r} is not a finite number")
+            out.notes.append(f"line {n}: skipped row, t/s {shown(cells[i_ts])} is not a finite number")
             continue
         fields = dict(_convert(name, cells[k], engine) for k, name in enumerate(names) if k not in (i_test, i_ts))
         out.bench_rows.append(BenchRow(
@@ -199,7 +211,7 @@ def parse_llama_bench_markdown(text: str) -> ParsedOutput:
     commit, number = build_info(rows)
     out = ParsedOutput(format="md", engine=engines[0] if len(engines) == 1 else None, bench_rows=rows,
                        sweep_rows=[], build_commit=commit, build_number=number,
-                       notes=[n for p in parts for n in p.notes])
+                       notes=[n for p in parts for n in p.notes], duplicates=sum(p.duplicates for p in parts))
     if len(parts) > 1:
         out.notes.append(f"{len(parts)} tables combined")
     if len(engines) > 1:

@@ -53,3 +53,4 @@ class ParsedOutput:
     build_commit: str | None = None
     build_number: int | None = None
     notes: list[str] = field(default_factory=list)
+    duplicates: int = 0         # rows left out because they repeat an earlier row of the block exactly

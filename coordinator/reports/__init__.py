@@ -5,6 +5,8 @@
 fmt is markdown (md), csv, json, html or sqlite. Text formats return str; sqlite returns the
 database file's bytes. With out_path the result is also written there (sqlite: a fresh file).
 The records are aggregated once (model.build) and every text format renders from that.
+``records`` are checked records (coordinator.records.load_checked); ``skipped``, what that
+left out, is listed by markdown, html and json (csv and sqlite hold records only).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ ALIASES = {"md": "markdown", "htm": "html", "db": "sqlite", "sqlite3": "sqlite"}
 
 def render(fmt: str, records: list[dict], comparisons: list[dict] | None = None,
            out_path: str | os.PathLike | None = None, *, correction: str = "holm",
-           ci_level: float = 0.95) -> str | bytes:
+           ci_level: float = 0.95, skipped: list | None = None) -> str | bytes:
     """``correction`` and ``ci_level`` only label the A/B table (the comparisons carry the
     numbers); pass the settings the comparisons were computed with."""
     fmt = ALIASES.get(fmt.lower(), fmt.lower())
@@ -27,7 +29,7 @@ def render(fmt: str, records: list[dict], comparisons: list[dict] | None = None,
         raise ValueError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt == "sqlite":
         return sqlite_export.render(records, out_path)
-    report = model.build(records, comparisons)
+    report = model.build(records, comparisons, skipped)
     if fmt == "markdown":
         text = markdown.render(report, correction, ci_level)
     elif fmt == "csv":

@@ -82,7 +82,8 @@ def report_dict(report: Report, records: list[dict]) -> dict:
     return {"format": "hwmatrix-report", "version": 1,
             "classes": [{"id": c, "name": n, "origin": report.origins[c]} for c, n in report.classes.items()],
             "records": [record_summary(r) for r in records], "cells": cells, "pivot": pivots,
-            "comparisons": report.comparisons, "checks": report.checks}
+            "comparisons": report.comparisons, "checks": report.checks,
+            "skipped": [{"key": s.key, "reason": s.reason} for s in report.skipped]}
 
 
 def _finite(value):

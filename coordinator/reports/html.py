@@ -7,7 +7,8 @@ import base64
 from html import escape
 
 from .model import (CHECK_NOTE, METRIC_TITLES, Report, check_counts, check_headers, check_headline, check_rows,
-                    comparison_cells, comparison_headers, correction_name, display)
+                    comparison_cells, comparison_headers, correction_name, display, skipped_headline,
+                    skipped_lines)
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -63,6 +64,8 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
     if report.checks:
         alert = ' class="alert"' if check_counts(report)["disagree"] else ""
         body.append(f"<p{alert}><b>{escape(check_headline(report))}</b></p>")
+    if report.skipped:
+        body.append(f'<p class="alert"><b>{escape(skipped_headline(report))}</b></p>')
     if report.comparisons:
         comps = report.comparisons
         tested = sum(1 for c in comps if c.get("p_adjusted") is not None)
@@ -100,5 +103,8 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
         origin = " (imported numbers, not measured here)" if report.origins.get(hw_class) == "imported" else ""
         body += [f"<h3>{escape(name)}</h3><p>class <code>{escape(hw_class)}</code>{origin}</p>",
                  _class_table(report, hw_class)]
+    if report.skipped:
+        items = "".join(f"<li>{escape(line)}</li>" for line in skipped_lines(report))
+        body.append(f"<h2>Skipped records</h2><ul>{items}</ul>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>hwmatrix report</title>"
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

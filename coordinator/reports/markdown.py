@@ -8,7 +8,8 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from .model import (CHECK_NOTE, METRIC_TITLES, Report, check_counts, check_headers, check_headline, check_rows,
-                    comparison_cells, comparison_headers, correction_name, display)
+                    comparison_cells, comparison_headers, correction_name, display, skipped_headline,
+                    skipped_lines)
 
 PIVOT_COLUMNS = 6
 
@@ -103,6 +104,8 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
              "Values are tokens/s, mean ± sd over every repetition of every run of a cell.", ""]
     if report.checks:
         parts += [f"**{check_headline(report)}**", ""]
+    if report.skipped:
+        parts += [f"**{skipped_headline(report)}**", ""]
     for hw_class, name in report.classes.items():
         origin = " (imported numbers, not measured here)" if report.origins.get(hw_class) == "imported" else ""
         parts += [f"### {name}", "", f"class `{hw_class}`{origin}", "", class_table(report, hw_class), ""]
@@ -119,4 +122,6 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
         parts += ["### Cross-checks", "", check_section(report), ""]
     if report.comparisons:
         parts += ["### A/B comparisons", "", comparison_section(report, correction, ci_level), ""]
+    if report.skipped:
+        parts += ["### Skipped records", "", *(f"- {_esc(line)}" for line in skipped_lines(report)), ""]
     return "\n".join(parts)

@@ -8,6 +8,9 @@ which equals the mean and sd of all their samples without touching the samples a
 Replicated cells (one cell measured by two agents of one class, coordinator/crosscheck.py)
 are still pooled, but a pair that disagrees marks the pooled value with CHECK_FLAG, and the
 pairs are listed in ``Report.checks``.
+
+Stored objects that were no usable record (coordinator.record_check, skipped when read) are
+listed in ``Report.skipped``: a report shows that something was left out, and what.
 """
 from __future__ import annotations
 
@@ -156,6 +159,7 @@ class Report:
     metrics: list[str]
     n_records: int
     checks: list[dict] = field(default_factory=list)     # crosscheck.check_records rows, disagreements first
+    skipped: list = field(default_factory=list)          # coordinator.index.Skipped (key, reason), in key order
 
     def label(self, params: dict, skip: tuple = ()) -> str:
         keys = [k for k in (self.varying or self.axes) if k not in skip and k in params]
@@ -201,8 +205,9 @@ def _sweep_series(record: dict, series: dict) -> None:
             tg.add(1, float(row["speed_tg"]), None)
 
 
-def build(records: list[dict], comparisons: list[dict] | None = None) -> Report:
-    """One pass: class names, axes, pooled per-(class, cell) metrics, sweep curves."""
+def build(records: list[dict], comparisons: list[dict] | None = None, skipped: list | None = None) -> Report:
+    """One pass: class names, axes, pooled per-(class, cell) metrics, sweep curves.
+    ``records`` are checked ones (coordinator.records); ``skipped`` what was left out."""
     names: dict[str, str] = {}
     origins: dict[str, str] = {}
     axes: list[str] = []
@@ -260,7 +265,7 @@ def build(records: list[dict], comparisons: list[dict] | None = None) -> Report:
                 summary.metrics[m["metric"]].flag = CHECK_FLAG
     return Report(classes=classes, origins=origins, axes=axes, varying=varying, cells=sorted_cells,
                   summaries=summaries, sweeps=sweeps, comparisons=list(comparisons or []),
-                  metrics=metrics, n_records=len(records), checks=checks)
+                  metrics=metrics, n_records=len(records), checks=checks, skipped=list(skipped or []))
 
 
 CORRECTIONS = {"holm": "Holm (family-wise error rate)", "bh": "Benjamini-Hochberg (false discovery rate)"}
@@ -314,6 +319,25 @@ def check_headline(report: Report) -> str:
     if n["disagree"]:
         text += f" Values marked '{CHECK_FLAG.strip()}' pool replicas that disagree; see Cross-checks."
     return text
+
+
+SKIPPED_SHOWN = 100     # skip notes listed in a report; the rest are counted
+
+
+def skipped_headline(report: Report) -> str:
+    """One sentence for the top of a report that left stored objects out ('' without any)."""
+    if not report.skipped:
+        return ""
+    return (f"{len(report.skipped)} stored object(s) are not usable records and are left out; "
+            "see Skipped records.")
+
+
+def skipped_lines(report: Report) -> list[str]:
+    """`key: why` per skipped object (key shown escaped), the first SKIPPED_SHOWN of them."""
+    lines = [s.note().removeprefix("skipped ") for s in report.skipped[:SKIPPED_SHOWN]]
+    if len(report.skipped) > SKIPPED_SHOWN:
+        lines.append(f"... and {len(report.skipped) - SKIPPED_SHOWN} more")
+    return lines
 
 
 def check_headers() -> list[str]:

@@ -2,10 +2,13 @@
 bars per cell across hardware classes, sweep-bench curves, and an A/B forest plot.
 
 matplotlib's object API (Figure + Agg) rather than pyplot: no global backend switch and no
-figure registry, so a library call cannot leak state into its caller.
+figure registry, so a library call cannot leak state into its caller. Text is drawn as
+plain text: a label holding `$...$` (a class name, a params value) is not parsed as math,
+which raised on anything that is not valid TeX.
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import textwrap
@@ -27,6 +30,15 @@ MAX_SWEEP_SERIES = 16
 MAX_FOREST_ROWS = 60
 VERDICT_COLORS = {"slower": "#c0392b", "faster": "#27ae60", "same": "#7f8c8d", "unknown": "#e67e22",
                   "same binary": "#2980b9", "not compared": "#bdc3c7"}
+
+
+def _plain_text(draw):
+    """Run ``draw`` with matplotlib's mathtext off for every text it creates."""
+    @functools.wraps(draw)
+    def wrapped(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+    return wrapped
 
 
 @dataclass
@@ -63,6 +75,7 @@ def _colors(n: int) -> list:
     return [spread(i / (n - 1)) for i in range(n)]
 
 
+@_plain_text
 def bar_charts(report: Report, metric: str) -> list[Plot]:
     """Grouped bars: x = cells (chunks of 12), one bar per hardware class, error bar = sd.
 
@@ -119,6 +132,7 @@ def bar_charts(report: Report, metric: str) -> list[Plot]:
     return plots
 
 
+@_plain_text
 def sweep_charts(report: Report) -> list[Plot]:
     """S_PP and S_TG against N_KV, one line per ref @ class, as ik_llama.cpp users post them."""
     plots = []
@@ -168,6 +182,7 @@ def _forest_rank(c: dict) -> tuple:
     return (not changed, -abs(math.log(c["ratio"])) if c["ratio"] > 0 else 0.0)
 
 
+@_plain_text
 def forest_plot(report: Report, ci_level: float = 0.95) -> list[Plot]:
     """Ratio candidate/baseline with its CI per comparison; the line at 1 means no change."""
     comps = [c for c in report.comparisons if isinstance(c.get("ratio"), (int, float))

@@ -94,9 +94,17 @@ def _value(kind: str, v, default):
     return str(v)
 
 
+# fields the row's numbers are computed from: taken from the tool's own fields only when numbers
+NUMERIC_FIELDS = ("n_prompt", "n_gen", "n_depth", "avg_ts", "stddev_ts", "avg_ns", "stddev_ns")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1e15
+
+
 def bench_row_values(rec: dict, row: dict, facts: dict) -> tuple | None:
     """One llama_bench row, or None when the row has no t/s at all (nothing to compare)."""
-    fields = dict(row.get("fields") or {})
+    fields = {k: v for k, v in (row.get("fields") or {}).items() if k not in NUMERIC_FIELDS or _number(v)}
     if "backends" not in fields:
         derived = backends_from_ik(fields)
         if derived:

@@ -1,0 +1,219 @@
+"""Is an uploaded volunteer record the one its lease asked for? Checked before a lease closes.
+
+A volunteer writes its record itself (through a presigned PUT), so the work API reads it
+back and believes nothing in it until it holds: a JSON object that validates as a
+``ResultRecord``; this run, cell, agent and one of the agent's key fingerprints; the
+enrolled hardware class; the cell spec that was handed out (params, engine source, ref,
+cmake flags, model, tool, and every argv that the spec's arguments determine); a known
+status; and metrics whose samples are finite, positive, bounded numbers that add up. The
+first thing that does not hold is the reason, in one line, values shown with ``reprlib``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import reprlib
+import statistics
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from agent import engines
+from agent.cellspec import CellSpec
+from agent.record import ResultRecord
+from agent.sources import normalize_repo, sdist_repo_id
+from agent.store import StoreError, log_key
+
+METRICS = ("pp_tps", "tg_tps", "pg_tps")       # what agent.engines.metrics_from makes
+MAX_TPS = 1e9                                  # tokens per second no machine reaches
+MAX_RECORD_BYTES = 16 << 20                    # a real record is well under 1 MB
+_CUDA_EXTRA = ("-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=")   # what agent.build.build_flags adds
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_show = _repr.repr
+
+
+class BadRecord(ValueError):
+    """Why an uploaded record is refused (one line, safe to print and log)."""
+
+
+@dataclass(frozen=True)
+class LeasedCell:
+    """What the record must agree with: the lease's run, cell, agent and class, and its spec."""
+    run_id: str
+    cell_id: str
+    agent_id: str
+    fingerprints: frozenset[str]
+    hardware_class: str
+    spec: dict
+
+
+def checked_record(raw: bytes, lease: LeasedCell) -> dict:
+    """The record as a dict when it is the lease's, else BadRecord."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise BadRecord(f"the record is larger than {MAX_RECORD_BYTES >> 20} MiB")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRecord("the record is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadRecord(f"the record is a JSON {type(data).__name__}, not an object")
+    fingerprint = data.get("agent_key_fingerprint")
+    if data.get("agent_id") != lease.agent_id or not isinstance(fingerprint, str) \
+            or fingerprint not in lease.fingerprints:
+        raise BadRecord("the record does not carry this agent's id and key fingerprint")
+    for field, want in (("run_id", lease.run_id), ("cell_id", lease.cell_id)):
+        if data.get(field) != want:
+            raise BadRecord(f"{field} is {_show(data.get(field))}, the lease's is {want!r}")
+    try:
+        record = ResultRecord.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(_plain(part) for part in first["loc"]) or "record"
+        raise BadRecord(f"not a valid record: {where}: {first['msg']}") from None
+    try:
+        spec = CellSpec.model_validate(lease.spec)
+    except ValidationError as exc:
+        raise BadRecord(f"the leased cell spec does not validate: {exc.errors()[0]['msg']}") from None
+    _matches_spec(record, spec, lease.hardware_class)
+    _metrics_hold(record, spec)
+    return data
+
+
+def set_aside(store, key: str, raw: bytes, reason: str) -> None:
+    """A refused record leaves the results: it moves under ``refused/`` (kept for the admin),
+    and its key holds a notice whose status is no result, so no report, index or "already
+    recorded for this class" lookup takes the refused record for a measurement. StoreError
+    when the store cannot be written."""
+    run_part, rest = key.split("/results/", 1)
+    notice = {"status": "refused", "refused": reason, "set_aside_at": f"{run_part}/refused/{rest}"}
+    store.put(notice["set_aside_at"], raw, on_clash="replace")
+    store.put(key, json.dumps(notice).encode(), on_clash="replace")
+
+
+def _same(what: str, got, want) -> None:
+    if got != want:
+        raise BadRecord(f"{what} is {_show(got)}, the leased cell's is {_show(want)}")
+
+
+def _matches_spec(record: ResultRecord, spec: CellSpec, hw_class: str) -> None:
+    _same("origin", record.origin, "measured")
+    _same("matrix", record.matrix, {"name": spec.matrix_name, "hash": spec.matrix_hash})
+    _same("params", record.params, spec.params)
+    _same("hardware_class", record.hardware_class, hw_class)
+    _same("hardware.hardware_class", record.hardware.get("hardware_class"), hw_class)
+    engine = record.engine
+    _same("engine.name", engine.get("name"), spec.engine.name)
+    _same("engine.kind", engine.get("kind"), spec.engine.kind)
+    _same("engine.source", engine.get("source"), spec.engine.source())
+    _same("engine.ref", engine.get("ref"), spec.ref.model_dump(mode="json"))
+    _same("engine.cmake", engine.get("cmake"), list(spec.engine.cmake))
+    flags = engine.get("build_flags", list(spec.engine.cmake))
+    if not isinstance(flags, list) or flags[:len(spec.engine.cmake)] != list(spec.engine.cmake) or not all(
+            isinstance(f, str) and f.startswith(_CUDA_EXTRA) for f in flags[len(spec.engine.cmake):]):
+        raise BadRecord(f"engine.build_flags {_show(flags)} are not the leased cmake flags (plus CUDA's)")
+    _same("model.name", record.model.get("name"), spec.model.name)
+    _same("model.quant", record.model.get("quant"), spec.quant)
+    _same("tool.name", record.tool.get("name"), spec.tool)
+    if record.status == "ok":
+        _built_as_leased(engine, spec, flags)
+        if spec.model.sha256:
+            _same("model.source_sha256", str(record.model.get("source_sha256")).lower(), spec.model.sha256.lower())
+    _argv_as_leased(record, spec)
+    for name, key in record.logs.items():
+        try:
+            _same(f"logs.{_show(name)}", key, log_key(spec.run_id, spec.cell_id, record.agent_id, name))
+        except StoreError:
+            raise BadRecord(f"logs: {_show(name)} is not a log name") from None
+
+
+def _built_as_leased(engine: dict, spec: CellSpec, flags: list) -> None:
+    """An ok record names the commit it built, from the leased source, with the leased flags."""
+    commit = engine.get("commit")
+    if not isinstance(commit, str) or len(commit) not in (40, 64) or any(c not in "0123456789abcdef" for c in commit):
+        raise BadRecord(f"engine.commit {_show(commit)} is not a full commit id")
+    if spec.ref.kind == "commit" and not commit.startswith(spec.ref.value.lower()):
+        raise BadRecord(f"engine.commit {commit} is not the leased commit {spec.ref.value}")
+    repo_id = (sdist_repo_id(spec.engine.sdist.package, list(spec.engine.sdist.versions)) if spec.engine.sdist
+               else normalize_repo(spec.engine.repo))
+    _same("engine.repo_id", engine.get("repo_id"), repo_id)
+    key = (engine.get("build") or {}).get("key") if isinstance(engine.get("build"), dict) else None
+    if key is not None:
+        if not isinstance(key, dict):
+            raise BadRecord("engine.build.key is not an object")
+        _same("engine.build.key.commit", key.get("commit"), commit)
+        _same("engine.build.key.repo_id", key.get("repo_id"), repo_id)
+        _same("engine.build.key.cmake_flags", key.get("cmake_flags"), flags)
+
+
+def _argv_as_leased(record: ResultRecord, spec: CellSpec) -> None:
+    """Each measuring process ran the leased tool with exactly the arguments the spec gives;
+    only the binary, the model path and (llama-bench) the repetition count are the agent's."""
+    argvs = record.tool.get("argv") or []
+    if not isinstance(argvs, list) or len(argvs) > spec.repetitions.max:
+        raise BadRecord(f"tool.argv: more processes than the cell's {spec.repetitions.max} repetitions")
+    reps = 0
+    for i, argv in enumerate(argvs):
+        if not (isinstance(argv, list) and len(argv) > 2 and all(isinstance(a, str) and a.isprintable() for a in argv)):
+            raise BadRecord(f"tool.argv[{i}] is not a command line (strings without control characters)")
+        binary, model = argv[0], argv[2]
+        if binary.rsplit("/", 1)[-1] != spec.tool:
+            raise BadRecord(f"tool.argv[{i}] runs {_show(binary)}, not {spec.tool}")
+        n = 1
+        if spec.tool == "llama-bench":
+            try:
+                n = int(argv[argv.index("-r") + 1])
+            except (ValueError, IndexError):
+                raise BadRecord(f"tool.argv[{i}] has no repetition count") from None
+        try:
+            want = engines.invocation(spec, binary, model, n)
+        except engines.ArgError as exc:
+            raise BadRecord(f"the leased arguments do not fit the engine: {exc}") from None
+        if argv != want or n < 1:
+            raise BadRecord(f"tool.argv[{i}] {_show(' '.join(argv[3:]))} is not what the leased cell runs")
+        reps += n
+    if reps > spec.repetitions.max:
+        raise BadRecord(f"tool.argv: {reps} repetitions, the cell allows {spec.repetitions.max}")
+    if record.status == "ok" and not argvs:
+        raise BadRecord("an ok record that ran no process")
+
+
+def _metrics_hold(record: ResultRecord, spec: CellSpec) -> None:
+    if record.status != "ok":
+        if record.metrics:
+            raise BadRecord(f"a {record.status} record with metrics")
+        return
+    if not record.metrics:
+        raise BadRecord("an ok record without metrics")
+    for name, metric in record.metrics.items():
+        if name not in METRICS:
+            raise BadRecord(f"metrics: unknown metric {_show(name)}")
+        if not (_label(metric.test) and _label(metric.unit)):
+            raise BadRecord(f"metrics.{name}: test {_show(metric.test)} or unit {_show(metric.unit)} is no label")
+        samples = metric.samples
+        if not samples or len(samples) > spec.repetitions.max:
+            raise BadRecord(f"metrics.{name}: {len(samples)} samples, the cell allows 1 to {spec.repetitions.max}")
+        bad = next((s for s in samples if not (math.isfinite(s) and 0 < s <= MAX_TPS)), None)
+        if bad is not None:
+            raise BadRecord(f"metrics.{name}.samples: {bad!r} is not a rate between 0 and {MAX_TPS:g}")
+        if metric.process_sizes and (sum(metric.process_sizes) != len(samples) or min(metric.process_sizes) < 0):
+            raise BadRecord(f"metrics.{name}.process_sizes do not add up to its {len(samples)} samples")
+        if metric.n != len(samples) or not _close(metric.mean, statistics.fmean(samples)) \
+                or not _close(metric.median, statistics.median(samples)):
+            raise BadRecord(f"metrics.{name}: n, mean or median are not those of its samples")
+        if metric.sd is not None and not (math.isfinite(metric.sd) and metric.sd >= 0):
+            raise BadRecord(f"metrics.{name}.sd: {metric.sd!r} is not a standard deviation")
+
+
+def _plain(part) -> str:
+    """A key of the record as a reason may show it: escaped, short."""
+    text = str(part)
+    return (text if text.isprintable() else ascii(text)[1:-1])[:60]
+
+
+def _label(text: str) -> bool:
+    return 0 < len(text) <= 64 and text.isprintable()
+
+
+def _close(value: float | None, want: float) -> bool:
+    return value is not None and math.isclose(value, want, rel_tol=1e-9, abs_tol=1e-12)
