@@ -299,8 +299,8 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
             export_tree(resolved, src)
         flags = list(OFFLINE_FLAGS)
         flags.append(f"-DLLAMA_BUILD_EXAMPLES={'ON' if _needs_examples(src, targets) else 'OFF'}")
-        flags += list(cmake_flags)
         flags += isa_off_flags(key.isa_off)
+        flags += list(cmake_flags)          # last: the matrix's own flags win
         # A sandboxed build gets nothing of the agent's environment (the sandbox also
         # enforces it: sandbox.ENV_PASSED), only what is set here.
         env = {} if confined else dict(os.environ)

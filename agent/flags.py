@@ -12,6 +12,7 @@ import re
 from urllib.parse import unquote, urlsplit
 
 from agent.cmake_options import OPTIONS as CMAKE_OPTIONS, PATH_OPTIONS as CMAKE_PATH_OPTIONS
+from agent.printable import find_steering, is_steering
 
 __all__ = [
     "CMAKE_ALLOWED_EXACT", "CMAKE_OPTIONS", "CMAKE_TYPES", "CMAKE_BOOL", "CUDA_ARCH_SPECIAL",
@@ -54,7 +55,8 @@ _GIT_SCP = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+")
 
 
 def _control(text: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    """Any steering character (agent.printable): a control, a bidi or zero-width mark."""
+    return find_steering(text) is not None
 
 
 _EITHER_ENGINE = tuple(frozenset().union(*sets) for sets in zip(*CMAKE_OPTIONS.values()))
@@ -117,7 +119,8 @@ def cuda_architectures_problem(value: str) -> str | None:
 
 
 def git_ref_problem(name: str) -> str | None:
-    """Why ``name`` fails ``git check-ref-format`` (plus no leading '-'), or None."""
+    """Why ``name`` fails ``git check-ref-format`` (plus no leading '-', and no steering
+    character: git takes bidi and C1 controls, a terminal shows them as something else)."""
     if not name:
         return "it is empty"
     if name == "@":
@@ -128,7 +131,7 @@ def git_ref_problem(name: str) -> str | None:
         if bad in name:
             return f"it contains {bad!r}"
     for ch in name:
-        if ord(ch) < 0x20 or ord(ch) == 0x7F or ch in " ~^:?*[\\":
+        if ch in " ~^:?*[\\" or is_steering(ch):
             return f"it contains {ch!r}"
     if name.startswith("/") or name.endswith("/"):
         return "it starts or ends with '/'"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from agent.paths import cache_dir
-from agent.store import Clash, ClashPolicy, log_key, open_store, result_key, settle_clash
+from agent.store import Clash, ClashPolicy, log_key, open_store, result_key, settle_clash, stored_object
 
 SPOOLED_NOTE = "spooled, not yet stored"
 CLASH_MARK = "clash"            # an entry the store refused under `reject`: kept, not retried blindly
@@ -83,7 +83,7 @@ def _put_direct(entry: Path, policy: ClashPolicy | None) -> str:
     try:
         return store.put(key, data, on_clash="reject")
     except Clash:
-        settled = settle_clash(store.get_json(key), policy)
+        settled = settle_clash(stored_object(store.get(key)), policy)
         if settled == "reject":
             raise
         return store.put(key, data, on_clash=settled)

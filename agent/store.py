@@ -61,10 +61,25 @@ def copy_keys(key: str):
         yield f"{stem}.{n}.{suffix}" if dot and "/" not in suffix else f"{key}.{n}"
 
 
-def settle_clash(previous: dict, policy: ClashPolicy) -> ClashPolicy:
-    """What to do when a record's key already holds other content: a failure record is
-    superseded by a later attempt; an ok one is a clash the policy settles."""
-    return "replace" if previous.get("status") != "ok" else policy
+def stored_object(data: bytes) -> dict | None:
+    """A stored record's JSON object, or None when the bytes are none (not JSON, an array,
+    a string: what a broken writer or an attacker may leave at a record's key)."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def is_ok_record(record: dict | None) -> bool:
+    return isinstance(record, dict) and record.get("status") == "ok"
+
+
+def settle_clash(previous: dict | None, policy: ClashPolicy) -> ClashPolicy:
+    """What to do when a record's key already holds other content: a failure record (or
+    no record at all, see ``stored_object``) is superseded by a later attempt; an ok one is
+    a clash the policy settles."""
+    return policy if is_ok_record(previous) else "replace"
 
 
 def recorded_ok(store, run_id: str, cell_id: str, hw_class: str, agent_id: str, others: bool) -> str | None:
@@ -77,10 +92,10 @@ def recorded_ok(store, run_id: str, cell_id: str, hw_class: str, agent_id: str, 
         if not key.endswith(".json") or (key != own and not others):
             continue
         try:
-            rec = store.get_json(key)
-        except (KeyError, ValueError):
+            rec = stored_object(store.get(key))
+        except KeyError:
             continue
-        if rec.get("status") == "ok" and (key == own or rec.get("hardware_class") == hw_class):
+        if is_ok_record(rec) and (key == own or rec.get("hardware_class") == hw_class):
             return rec.get("agent_id")
     return None
 

@@ -22,11 +22,11 @@ from agent.cellspec import CellSpec
 from agent.paths import cache_root
 from agent.pipeline import run_cells
 from agent.policy import Ledger, PolicyError, lease_terms, load_policy, pause_reason, refusal
+from agent.printable import without_steering
 from agent.probe import probe
 from agent.sources import published_commits_only
 from agent.store import StoreError
-from agent.workclient import (CONTROL_CHARS, REASON_MAX, ApiError, WorkClient, load_credentials,
-                              save_credentials)
+from agent.workclient import REASON_MAX, ApiError, WorkClient, load_credentials, save_credentials
 
 
 class VolunteerError(RuntimeError):
@@ -53,8 +53,8 @@ def enrollment_code(code: str | None, code_file: str | None) -> str | None:
 
 
 def one_line(text: str) -> str:
-    """A reason as the work API takes it: one line without control characters, bounded."""
-    return CONTROL_CHARS.sub(" ", str(text))[:REASON_MAX]
+    """A reason as the work API takes it: one line without steering characters, bounded."""
+    return without_steering(str(text))[:REASON_MAX]
 
 
 def _say(message: str) -> None:

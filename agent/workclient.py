@@ -8,16 +8,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
 TIMEOUT_S = 60
-# What the work API refuses in any text an agent sends (names, reasons, profile strings):
-# C0, DEL, C1 and the bidi embeddings, overrides, isolates and marks; and reasons' length.
-CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-REASON_MAX = 300
+REASON_MAX = 300        # the longest release reason the work API takes (and none with steering characters)
 
 
 class ApiError(RuntimeError):

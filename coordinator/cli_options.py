@@ -40,8 +40,8 @@ def run_id_arg(text: str) -> str:
 
 
 def max_cells_option(parser: argparse.ArgumentParser) -> None:
-    """--max-cells on plan and run: the cells are counted before they are made, and a matrix
-    that expands to more is refused with the count."""
+    """--max-cells on plan, run and volunteers queue: the cells are counted before they are
+    made, and a matrix that expands to more is refused with the count."""
     from coordinator.matrix import MAX_CELLS
 
     parser.add_argument("--max-cells", type=_positive_int, default=MAX_CELLS, metavar="N",

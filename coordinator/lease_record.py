@@ -1,18 +1,19 @@
 """Is an uploaded volunteer record the one its lease asked for? Checked before a lease closes.
 
 A volunteer writes its record itself (through a presigned PUT), so the work API reads it
-back and believes nothing in it until it holds: a JSON object that validates as a
-``ResultRecord``; this run, cell, agent and one of the agent's key fingerprints; the
-enrolled hardware class; the cell spec that was handed out (params, engine source, ref,
-cmake flags, model, tool, and every argv that the spec's arguments determine); a known
-status; and metrics whose samples are finite, positive, bounded numbers that add up. The
-first thing that does not hold is the reason, in one line, values shown with ``reprlib``.
+back and believes nothing in it until it holds: this run, cell, agent and one of the
+agent's key fingerprints; everything a reader of the store checks (coordinator.record_check:
+size, JSON, the record model, finite bounded numbers, no steering characters), so the
+record a lease closes on is one the reports can read; the enrolled hardware class; the
+cell spec that was handed out (params, engine source, ref, cmake flags, model, tool, and
+every argv that the spec's arguments determine); a known status; and metrics whose
+samples are positive rates that add up. The first thing that does not hold is the
+reason, in one line, values shown with ``agent.printable.shown``.
 """
 from __future__ import annotations
 
 import json
 import math
-import reprlib
 import statistics
 from dataclasses import dataclass
 
@@ -20,21 +21,15 @@ from pydantic import ValidationError
 
 from agent import engines
 from agent.cellspec import CellSpec
+from agent.printable import shown
 from agent.record import ResultRecord
 from agent.sources import normalize_repo, sdist_repo_id
 from agent.store import StoreError, log_key
+from coordinator.record_check import BadRecord, check_record, parse_json, validation_problem
 
 METRICS = ("pp_tps", "tg_tps", "pg_tps")       # what agent.engines.metrics_from makes
 MAX_TPS = 1e9                                  # tokens per second no machine reaches
-MAX_RECORD_BYTES = 16 << 20                    # a real record is well under 1 MB
 _CUDA_EXTRA = ("-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=")   # what agent.build.build_flags adds
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 60
-_show = _repr.repr
-
-
-class BadRecord(ValueError):
-    """Why an uploaded record is refused (one line, safe to print and log)."""
 
 
 @dataclass(frozen=True)
@@ -50,27 +45,14 @@ class LeasedCell:
 
 def checked_record(raw: bytes, lease: LeasedCell) -> dict:
     """The record as a dict when it is the lease's, else BadRecord."""
-    if len(raw) > MAX_RECORD_BYTES:
-        raise BadRecord(f"the record is larger than {MAX_RECORD_BYTES >> 20} MiB")
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise BadRecord("the record is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadRecord(f"the record is a JSON {type(data).__name__}, not an object")
-    fingerprint = data.get("agent_key_fingerprint")
-    if data.get("agent_id") != lease.agent_id or not isinstance(fingerprint, str) \
-            or fingerprint not in lease.fingerprints:
-        raise BadRecord("the record does not carry this agent's id and key fingerprint")
-    for field, want in (("run_id", lease.run_id), ("cell_id", lease.cell_id)):
-        if data.get(field) != want:
-            raise BadRecord(f"{field} is {_show(data.get(field))}, the lease's is {want!r}")
+    data = parse_json(raw)
+    if isinstance(data, dict):          # whose it is comes first: a foreign record is that, whatever it holds
+        _attributed(data, lease)
+    check_record(data)                  # the floor: a record every reader of the store can use
     try:
         record = ResultRecord.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(_plain(part) for part in first["loc"]) or "record"
-        raise BadRecord(f"not a valid record: {where}: {first['msg']}") from None
+        raise BadRecord(f"not a valid record: {validation_problem(exc)}") from None
     try:
         spec = CellSpec.model_validate(lease.spec)
     except ValidationError as exc:
@@ -78,6 +60,16 @@ def checked_record(raw: bytes, lease: LeasedCell) -> dict:
     _matches_spec(record, spec, lease.hardware_class)
     _metrics_hold(record, spec)
     return data
+
+
+def _attributed(data: dict, lease: LeasedCell) -> None:
+    fingerprint = data.get("agent_key_fingerprint")
+    if data.get("agent_id") != lease.agent_id or not isinstance(fingerprint, str) \
+            or fingerprint not in lease.fingerprints:
+        raise BadRecord("the record does not carry this agent's id and key fingerprint")
+    for field, want in (("run_id", lease.run_id), ("cell_id", lease.cell_id)):
+        if data.get(field) != want:
+            raise BadRecord(f"{field} is {shown(data.get(field))}, the lease's is {want!r}")
 
 
 def set_aside(store, key: str, raw: bytes, reason: str) -> None:
@@ -93,7 +85,7 @@ def set_aside(store, key: str, raw: bytes, reason: str) -> None:
 
 def _same(what: str, got, want) -> None:
     if got != want:
-        raise BadRecord(f"{what} is {_show(got)}, the leased cell's is {_show(want)}")
+        raise BadRecord(f"{what} is {shown(got)}, the leased cell's is {shown(want)}")
 
 
 def _matches_spec(record: ResultRecord, spec: CellSpec, hw_class: str) -> None:
@@ -111,7 +103,7 @@ def _matches_spec(record: ResultRecord, spec: CellSpec, hw_class: str) -> None:
     flags = engine.get("build_flags", list(spec.engine.cmake))
     if not isinstance(flags, list) or flags[:len(spec.engine.cmake)] != list(spec.engine.cmake) or not all(
             isinstance(f, str) and f.startswith(_CUDA_EXTRA) for f in flags[len(spec.engine.cmake):]):
-        raise BadRecord(f"engine.build_flags {_show(flags)} are not the leased cmake flags (plus CUDA's)")
+        raise BadRecord(f"engine.build_flags {shown(flags)} are not the leased cmake flags (plus CUDA's)")
     _same("model.name", record.model.get("name"), spec.model.name)
     _same("model.quant", record.model.get("quant"), spec.quant)
     _same("tool.name", record.tool.get("name"), spec.tool)
@@ -122,16 +114,16 @@ def _matches_spec(record: ResultRecord, spec: CellSpec, hw_class: str) -> None:
     _argv_as_leased(record, spec)
     for name, key in record.logs.items():
         try:
-            _same(f"logs.{_show(name)}", key, log_key(spec.run_id, spec.cell_id, record.agent_id, name))
+            _same(f"logs.{shown(name)}", key, log_key(spec.run_id, spec.cell_id, record.agent_id, name))
         except StoreError:
-            raise BadRecord(f"logs: {_show(name)} is not a log name") from None
+            raise BadRecord(f"logs: {shown(name)} is not a log name") from None
 
 
 def _built_as_leased(engine: dict, spec: CellSpec, flags: list) -> None:
     """An ok record names the commit it built, from the leased source, with the leased flags."""
     commit = engine.get("commit")
     if not isinstance(commit, str) or len(commit) not in (40, 64) or any(c not in "0123456789abcdef" for c in commit):
-        raise BadRecord(f"engine.commit {_show(commit)} is not a full commit id")
+        raise BadRecord(f"engine.commit {shown(commit)} is not a full commit id")
     if spec.ref.kind == "commit" and not commit.startswith(spec.ref.value.lower()):
         raise BadRecord(f"engine.commit {commit} is not the leased commit {spec.ref.value}")
     repo_id = (sdist_repo_id(spec.engine.sdist.package, list(spec.engine.sdist.versions)) if spec.engine.sdist
@@ -158,7 +150,7 @@ def _argv_as_leased(record: ResultRecord, spec: CellSpec) -> None:
             raise BadRecord(f"tool.argv[{i}] is not a command line (strings without control characters)")
         binary, model = argv[0], argv[2]
         if binary.rsplit("/", 1)[-1] != spec.tool:
-            raise BadRecord(f"tool.argv[{i}] runs {_show(binary)}, not {spec.tool}")
+            raise BadRecord(f"tool.argv[{i}] runs {shown(binary)}, not {spec.tool}")
         n = 1
         if spec.tool == "llama-bench":
             try:
@@ -170,7 +162,7 @@ def _argv_as_leased(record: ResultRecord, spec: CellSpec) -> None:
         except engines.ArgError as exc:
             raise BadRecord(f"the leased arguments do not fit the engine: {exc}") from None
         if argv != want or n < 1:
-            raise BadRecord(f"tool.argv[{i}] {_show(' '.join(argv[3:]))} is not what the leased cell runs")
+            raise BadRecord(f"tool.argv[{i}] {shown(' '.join(argv[3:]))} is not what the leased cell runs")
         reps += n
     if reps > spec.repetitions.max:
         raise BadRecord(f"tool.argv: {reps} repetitions, the cell allows {spec.repetitions.max}")
@@ -187,28 +179,20 @@ def _metrics_hold(record: ResultRecord, spec: CellSpec) -> None:
         raise BadRecord("an ok record without metrics")
     for name, metric in record.metrics.items():
         if name not in METRICS:
-            raise BadRecord(f"metrics: unknown metric {_show(name)}")
+            raise BadRecord(f"metrics: unknown metric {shown(name)}")
         if not (_label(metric.test) and _label(metric.unit)):
-            raise BadRecord(f"metrics.{name}: test {_show(metric.test)} or unit {_show(metric.unit)} is no label")
+            raise BadRecord(f"metrics.{name}: test {shown(metric.test)} or unit {shown(metric.unit)} is no label")
         samples = metric.samples
         if not samples or len(samples) > spec.repetitions.max:
             raise BadRecord(f"metrics.{name}: {len(samples)} samples, the cell allows 1 to {spec.repetitions.max}")
-        bad = next((s for s in samples if not (math.isfinite(s) and 0 < s <= MAX_TPS)), None)
+        bad = next((s for s in samples if not 0 < s <= MAX_TPS), None)      # finite: record_check
         if bad is not None:
             raise BadRecord(f"metrics.{name}.samples: {bad!r} is not a rate between 0 and {MAX_TPS:g}")
-        if metric.process_sizes and (sum(metric.process_sizes) != len(samples) or min(metric.process_sizes) < 0):
+        if metric.process_sizes and sum(metric.process_sizes) != len(samples):    # none < 0: record_check
             raise BadRecord(f"metrics.{name}.process_sizes do not add up to its {len(samples)} samples")
         if metric.n != len(samples) or not _close(metric.mean, statistics.fmean(samples)) \
                 or not _close(metric.median, statistics.median(samples)):
             raise BadRecord(f"metrics.{name}: n, mean or median are not those of its samples")
-        if metric.sd is not None and not (math.isfinite(metric.sd) and metric.sd >= 0):
-            raise BadRecord(f"metrics.{name}.sd: {metric.sd!r} is not a standard deviation")
-
-
-def _plain(part) -> str:
-    """A key of the record as a reason may show it: escaped, short."""
-    text = str(part)
-    return (text if text.isprintable() else ascii(text)[1:-1])[:60]
 
 
 def _label(text: str) -> bool:

@@ -8,7 +8,7 @@ line of the offending key by the line map from :mod:`coordinator.yaml_lines`.
 Nothing here costs more than the file's size allows: the cells are counted from the axes
 before any is built and refused above ``--max-cells`` (``MAX_CELLS``), include and exclude
 hold at most ``ENTRIES_MAX`` entries each, duplicate checks use sets, and messages quote
-values with :func:`agent.quoting.shown`, so a huge value never makes a huge message.
+values with :func:`agent.printable.shown`, so a huge value never makes a huge message.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 from agent.flags import (ARG_BOUNDS, NAME_MAX, OT_MAX, TINY_PARAM_MAX,
                          cmake_flag_problem, commit_problem, git_ref_problem, name_problem,
                          path_problem, ref_name_problem, repo_problem, version_problem)
-from agent.quoting import shown
+from agent.printable import shown
 from coordinator.yaml_lines import Lines, MatrixError, format_key, load_with_lines
 
 __all__ = [

@@ -29,12 +29,13 @@ MAX_VALUE = 1e15                # tokens/s or ns: beyond any machine, and far fr
 
 
 class BadRecord(ValueError):
-    """Why a record is not used (one line, safe to print)."""
+    """Why a record is not used: skipped when read (here), or refused before a volunteer's
+    lease closes (coordinator.lease_record). One line, safe to print and log."""
 
 
 def _measure(x: float) -> float:
     if not (math.isfinite(x) and 0 <= x <= MAX_VALUE):
-        raise ValueError(f"a measurement must be finite and within [0, {MAX_VALUE:g}]")
+        raise ValueError(f"{x!r}: a measurement must be finite and within [0, {MAX_VALUE:g}]")
     return x
 
 
@@ -182,7 +183,7 @@ def _too_deep(value: Any) -> bool:
     return True
 
 
-def _problem(exc: ValidationError) -> str:
+def validation_problem(exc: ValidationError) -> str:
     """The first thing wrong, as `where: what` (never the offending value: it may be 50 MB)."""
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     first = errors[0]
@@ -215,19 +216,24 @@ def check_record(rec: Any, key: str | None = None) -> dict:
     try:
         StoredRecord.model_validate(rec)
     except ValidationError as exc:
-        raise BadRecord(_problem(exc)) from None
+        raise BadRecord(validation_problem(exc)) from None
     problem = _key_problem(rec, key) if key else None
     if problem:
         raise BadRecord(problem)
     return rec
 
 
-def parse_record(data: bytes, key: str | None = None) -> dict:
-    """A stored record's bytes -> the checked record, else BadRecord."""
+def parse_json(data: bytes) -> Any:
+    """A stored record's bytes as JSON, read only when they are not over the size a record
+    may have, else BadRecord; not checked yet (check_record)."""
     if len(data) > MAX_RECORD_BYTES:
         raise BadRecord(f"{len(data) / 2**20:.1f} MiB, over the {MAX_RECORD_BYTES >> 20} MiB a record may hold")
     try:
-        rec = json.loads(data)
+        return json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise BadRecord(f"not JSON: {printable(exc)[:200]}") from None
-    return check_record(rec, key)
+
+
+def parse_record(data: bytes, key: str | None = None) -> dict:
+    """A stored record's bytes -> the checked record, else BadRecord."""
+    return check_record(parse_json(data), key)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import re
 
 import ray
 
 from agent.s3store import LOG_TAG, sha256_b64
-from agent.store import Clash, ClashPolicy, StoreError, copy_keys, recorded_ok, settle_clash
+from agent.store import (Clash, ClashPolicy, StoreError, copy_keys, is_ok_record, recorded_ok, settle_clash,
+                         stored_object)
+from coordinator.record_check import MAX_RECORD_BYTES
 
 GRANT_EXPIRES_S = 300
 _RESULT = re.compile(r"^runs/(?P<run>[^/]+)/results/(?P<cell>[^/]+)/(?P<agent>[^/]+)\.json$")
@@ -56,27 +57,32 @@ class Granter:
                 raise ValueError
         except ValueError:
             return {"key": key, "refused": "no SHA-256 of the content"}
+        size = item.get("size", 0)
+        if type(size) is not int or size < 0:
+            return {"key": key, "refused": "size: the object's length in bytes, a whole number"}
         try:
             if match.re is _LOG:
-                if int(item.get("size", 0)) > MAX_LOG_BYTES:
+                if size > MAX_LOG_BYTES:
                     return {"key": key, "refused": "log larger than one PUT may carry"}
                 return self.store.presign_put(key, sha, self.expires_s, overwrite=True, tag=LOG_TAG)
+            if size > MAX_RECORD_BYTES:
+                return {"key": key, "refused": f"record larger than the {MAX_RECORD_BYTES >> 20} MiB a record may hold"}
             return self._record(key, sha)
         except StoreError as exc:
             return {"key": key, "refused": str(exc)}
 
     def _record(self, key: str, sha: str) -> dict:
-        """Free key: conditional PUT. Same bytes there: done. Other bytes: a failure record is
-        superseded; an ok one is a clash the policy settles."""
+        """Free key: conditional PUT. Same bytes there: done. Other bytes: a failure record (or
+        bytes that are no record object) is superseded; an ok one is a clash the policy settles."""
         try:
             existing = self.store.get(key)
         except KeyError:
             return self.store.presign_put(key, sha, self.expires_s)
         if sha256_b64(existing) == sha:
             return {"key": key, "done": True}
-        previous = json.loads(existing)
+        previous = stored_object(existing)
         settled = settle_clash(previous, self.on_clash)
-        if previous.get("status") == "ok":
+        if is_ok_record(previous):
             self.clashes.append(f"{key}: an ok record is already stored with other content (policy {self.on_clash})")
         if settled == "reject":
             return {"key": key, "refused": str(Clash(f"{key} exists with other content; policy reject")),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from coordinator.cli_options import run_id_arg, store_options, store_url
+from coordinator.cli_options import max_cells_option, run_id_arg, store_options, store_url
 from coordinator.errors import EXIT_OK, UserError
 
 
@@ -123,7 +123,7 @@ def cmd_queue(args) -> int:
     url = store_url(args)
     if not url.startswith("s3://"):
         raise UserError("volunteer agents upload through presigned URLs: give an s3:// --store")
-    plan = load_plan(args.file)
+    plan = load_plan(args.file, args.max_cells)
     by_path = sorted({cell.model_name for cell in plan.cells if getattr(cell.model, "path", None)})
     if by_path:
         raise UserError(f"{args.file}: models {', '.join(by_path)} are files on this machine; volunteers "
@@ -196,6 +196,7 @@ def add_commands(sub, agent_sub) -> None:
     queue.add_argument("--run-id", default=None, type=run_id_arg)
     queue.add_argument("--replicate", type=float, default=None,
                        help="this run's base replication fraction (default: the server's --replicate)")
+    max_cells_option(queue)
     queue.set_defaults(func=cmd_queue)
 
     vol_agent = agent_sub.add_parser("volunteer", help="donate this machine: enroll, then pull work over HTTPS")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import math
 
-from agent.workclient import CONTROL_CHARS, REASON_MAX
+from agent.printable import find_steering
+from agent.workclient import REASON_MAX
 
 NAME_MAX = 100
 PROFILE_STRING_MAX = 256
@@ -29,8 +30,9 @@ class InputError(ValueError):
 
 
 def control_problem(text: str) -> str | None:
-    found = CONTROL_CHARS.search(text)
-    return None if found is None else f"holds a control character (U+{ord(found.group()):04X}) at {found.start()}"
+    """Where ``text`` holds a steering character (agent.printable: tab and line feed too)."""
+    i = find_steering(text)
+    return None if i is None else f"holds a control character (U+{ord(text[i]):04X}) at {i}"
 
 
 def check_text(what: str, text: object, limit: int) -> str:

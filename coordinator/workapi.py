@@ -20,7 +20,8 @@ from agent.policy import terms_allow
 from agent.store import StoreError, open_store, result_key
 from coordinator.crosscheck import cross_check
 from coordinator.hardware_match import matches
-from coordinator.lease_record import BadRecord, LeasedCell, checked_record, set_aside
+from coordinator.lease_record import LeasedCell, checked_record, set_aside
+from coordinator.record_check import BadRecord
 from coordinator.uploads import Granter
 from coordinator.volunteer_input import InputError, check_profile, check_reason, profile_change
 from coordinator.volunteers import (DEFAULT_LEASE_S, Caller, Ledger, Refused, fingerprint,

@@ -9,7 +9,6 @@ control or bidi character that would make a value print as something it is not.
 """
 from __future__ import annotations
 
-import re
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,16 @@ import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from agent.quoting import shown
+from agent.printable import find_steering, shown
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 FILE_MAX_BYTES = 256 << 10      # a real matrix is a few KB; PyYAML reads 75-250 KB a second
 NODES_MAX = 1_000_000           # a file of that size without aliases holds at most about a quarter
 MESSAGE_MAX = 300               # a message quotes values; a huge value must not make a huge message
-# C0 and C1 controls but tab and line feed, bidi embeddings, overrides, isolates and marks,
-# and the line and paragraph separators: they move the cursor, recolour the terminal or
-# reorder what is shown, so a tag or name holding one is not what it looks like.
-_HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Every steering character (agent.printable) but tab and line feed, which block scalars
+# hold: the others move the cursor, recolour the terminal or reorder what is shown, so a
+# tag or name holding one is not what it looks like.
+_LAYOUT = "\t\n"              # tab and line feed
 
 
 class MatrixError(Exception):
@@ -67,10 +66,10 @@ def format_key(path: tuple) -> str:
 
 def hidden_character(text: str) -> str | None:
     """``U+202E (RIGHT-TO-LEFT OVERRIDE)`` for the first control or bidi character in text, or None."""
-    m = _HIDDEN.search(text)
-    if m is None:
+    i = find_steering(text, allow=_LAYOUT)
+    if i is None:
         return None
-    ch = m.group()
+    ch = text[i]
     name = unicodedata.name(ch, "")
     return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
 

@@ -146,6 +146,18 @@ def test_max_cells_refuses_a_matrix_with_more_cells_and_says_how_many(tmp_path, 
         assert hwmatrix("plan", str(path), "--max-cells", "2").returncode == 0
 
 
+def test_volunteers_queue_takes_max_cells_like_plan_and_run(tmp_path):
+    # Before: `volunteers queue` planned with the default cap and had no --max-cells.
+    path = tmp_path / "two.yaml"
+    path.write_text(GOOD.replace("quant: [Q8_0]", "quant: [Q8_0, Q4_0]"))
+    result = hwmatrix("volunteers", "queue", str(path), "--store", "s3://bucket/hwm", "--state",
+                      str(tmp_path / "ledger"), "--max-cells", "1", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"hwmatrix: {path}:6: matrix: the matrix expands to 2 cells (1 x 2), more than "
+                                     "the 1 --max-cells allows; exclude some, or raise --max-cells")
+    assert not (tmp_path / "ledger").exists()        # refused before the ledger is opened
+
+
 def test_the_import_cli_prints_its_skip_notes_with_line_numbers_on_stderr(tmp_path):
     # Before: the notes went into the records only; the user saw "imported 1 records".
     path = tmp_path / "posted.md"

@@ -86,6 +86,26 @@ def test_a_failed_record_is_replaced_by_a_later_good_one_and_a_clash_stays_spool
     assert sorted(kept) == [1, 2]
 
 
+@pytest.mark.parametrize("junk", [b"[1, 2]", b'"ok"', b"null", b"{oops", b"[" * 100_000])
+def test_junk_at_a_record_key_is_no_ok_record_and_a_real_record_replaces_it(tmp_path, monkeypatch, junk):
+    # Before: recorded_ok and the spool's settle_clash called .get on whatever JSON was
+    # stored, so an array there (or bytes that are no JSON, or JSON nested too deep) ended
+    # in a traceback.
+    from agent.store import recorded_ok
+
+    monkeypatch.setenv("HWMATRIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HWMATRIX_SPOOL", raising=False)
+    url = (tmp_path / "store").as_uri()
+    store = open_store(url)
+    store.put("runs/r/results/c/a.json", junk)
+    store.put("runs/r/results/c/b.json", junk)
+    assert recorded_ok(store, "r", "c", "class-1", "a", others=True) is None
+    record = {"run_id": "r", "cell_id": "c", "agent_id": "a", "status": "ok", "hardware_class": "class-1"}
+    assert spool.deliver(spool.spool_record(url, record, {}), delays=()) == "runs/r/results/c/a.json"
+    assert store.get_json("runs/r/results/c/a.json") == record
+    assert recorded_ok(store, "r", "c", "class-1", "b", others=True) == "a"
+
+
 # ---------------------------------------------------------------- a writer killed mid-write
 
 # A child that writes one key and stops where the temp file is written but not yet linked

@@ -189,6 +189,36 @@ def test_a_replica_whose_primary_record_is_malformed_is_a_disagreement_not_a_500
         server.close()
 
 
+def test_a_record_grant_over_junk_or_with_a_bad_or_oversized_size_gets_an_answer_not_a_500(work_api, tmp_path):
+    # Before: a grant for a key that held an array or bytes that are no JSON was a 500 (the
+    # granter read the old record with json.loads and .get), a size that is no number was a
+    # 500 too, and a record grant had no size limit at all.
+    from agent.s3store import sha256_b64
+    from agent.store import result_key
+    from coordinator.record_check import MAX_RECORD_BYTES
+
+    work_api.queue(tiny_matrix(tmp_path))
+    alice = work_api.enroll("alice")
+    client = work_api.client(alice["key"])
+    lease = client.call("lease", {"profile": PROFILE, "terms": TERMS})
+    spec = lease["spec"]
+    key = result_key(spec["run_id"], spec["cell_id"], alice["agent_id"])
+
+    def grant(size) -> dict:
+        item = {"key": key, "sha256": sha256_b64(b"x"), "size": size, "kind": "record"}
+        return client.call("grant", {"lease": lease["lease"], "items": [item]})["answers"][0]
+
+    assert "MiB" in grant(MAX_RECORD_BYTES + 1)["refused"]
+    for size in ("big", -1, 1.5, [1], 1e300):
+        assert "size" in grant(size)["refused"], size
+    for junk in (b"[1, 2]", b"{oops", b'"ok"'):
+        upload(client, lease["lease"], key, junk)          # each replaces the junk before it
+    record = json.dumps(make_record(spec, alice)).encode()
+    upload(client, lease["lease"], key, record)
+    assert client.call("complete", {"lease": lease["lease"]})["state"] == "done"
+    assert work_api.proc.poll() is None
+
+
 # ---------------------------------------------------------------- the enrolled hardware class
 
 def test_an_agent_cannot_lease_one_cell_as_three_hardware_classes(work_api, tmp_path):

@@ -15,14 +15,13 @@ import pytest
 
 from agent.workclient import ApiError, WorkClient
 from tests.conftest import REPO, hwmatrix, two_ref_matrix, wait_for
+from tests.workapi_helper import PROFILE, TERMS, ServedWorkApi
 
 POLICY = """repos: [pypi:llama-cpp-python]
 allow_fork_prs: false
 gpus: 0
 idle: {max_load_per_core: null, pause_when_users_logged_in: false}
 """
-PROFILE = {"hardware_class": "test-class-0001", "hostname": "donor", "cpu": {"vendor": "AMD"}, "gpus": {"count": 0}}
-TERMS = {"repos": ["pypi:llama-cpp-python"], "allow_fork_prs": False, "max_gpus": 0}
 
 
 def _matrix(tmp_path: Path, name: str, body: str) -> str:
@@ -36,28 +35,16 @@ def tiny_matrix(tmp_path: Path, name: str = "vol", reps: int = 3) -> str:
     return two_ref_matrix(tmp_path, name, reps=reps, refs=("B",))
 
 
-class WorkApiServer:
-    """`hwmatrix volunteers serve` as a subprocess, with its own ledger."""
+class WorkApiServer(ServedWorkApi):
+    """`hwmatrix volunteers serve` as a subprocess, with its own ledger and a SeaweedFS store."""
 
     def __init__(self, tmp_path: Path, seaweed, lease_s: float = 6, replicate: float = 0.0):
-        self.state = tmp_path / "ledger"
         self.store_url = f"s3://{seaweed.bucket}/vol-{secrets.token_hex(5)}"
         self.env = {**os.environ, **seaweed.env()}
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
             self.env.pop(name, None)
         self.seaweed = seaweed
-        self.log = open(tmp_path / "server.log", "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli", "volunteers", "serve", "--state", str(self.state),
-             "--port", "0", "--lease-s", str(lease_s), "--replicate", str(replicate)],
-            cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.url = None
-        for line in self.proc.stdout:
-            if line.startswith("serving "):
-                self.url = line.split()[1]
-                break
-        assert self.url, f"server did not start: {self.output()}"
-        self.ca = str(self.state / "tls" / "cert.pem")
+        super().__init__(tmp_path, "--lease-s", str(lease_s), "--replicate", str(replicate), env=self.env)
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "coordinator.cli", "volunteers", *args, "--state", str(self.state)],
@@ -86,23 +73,13 @@ class WorkApiServer:
         return json.loads(done.stdout)
 
     def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()[-4000:]
+        return self.log()[-4000:]
 
     def records(self, run_id: str) -> list[dict]:
         client = self.seaweed.client()
         prefix = self.store_url.split("/", 3)[3] + f"/runs/{run_id}/results/"
         keys = [o["Key"] for o in client.list_objects_v2(Bucket=self.seaweed.bucket, Prefix=prefix).get("Contents", [])]
         return [json.loads(client.get_object(Bucket=self.seaweed.bucket, Key=k)["Body"].read()) for k in keys]
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 @pytest.fixture

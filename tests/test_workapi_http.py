@@ -23,29 +23,18 @@ import pytest
 
 from coordinator.volunteers import Ledger
 from tests.conftest import REPO, two_ref_matrix
+from tests.workapi_helper import PROFILE, TERMS, ServedWorkApi
 
 DEADLINE_S = 10            # README "Volunteers": a whole request within 10 s of the connection
 MAX_CONNECTIONS = 256      # README "Volunteers": more connections at once get 503
-PROFILE = {"hardware_class": "test-class-0001", "hostname": "donor", "cpu": {"vendor": "AMD"}, "gpus": {"count": 0}}
-TERMS = {"repos": ["pypi:llama-cpp-python"], "allow_fork_prs": False, "max_gpus": 0}
 SMUGGLED = b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-class Server:
-    """`hwmatrix volunteers serve --port 0` in its own process, its stderr in a file."""
+class Server(ServedWorkApi):
+    """`hwmatrix volunteers serve --port 0` in its own process, spoken to over raw TLS too."""
 
     def __init__(self, tmp_path: Path):
-        self.state = tmp_path / "ledger"
-        self.log_path = tmp_path / "server.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli", "volunteers", "serve", "--state", str(self.state),
-             "--port", "0", "--lease-s", "60"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        url = next((line.split()[1] for line in self.proc.stdout if line.startswith("serving ")), None)
-        assert url, f"server did not start: {self.log()}"
-        self.port = int(url.rsplit(":", 1)[1])
-        self.ca = str(self.state / "tls" / "cert.pem")
+        super().__init__(tmp_path, "--lease-s", "60")
         self.context = ssl.create_default_context(cafile=self.ca)
 
     def tls(self, timeout: float = 5) -> ssl.SSLSocket:
@@ -69,19 +58,6 @@ class Server:
                                                  "profile": PROFILE})
         assert status == 200, answer
         return answer["key"]
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
 
 
 @pytest.fixture(scope="module")
