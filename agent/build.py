@@ -20,6 +20,7 @@ from pathlib import Path
 
 from agent import sandbox
 from agent.paths import cache_dir
+from agent.probe import proc_cpuinfo
 from agent.sources import ResolvedSource, cache_lock, export_tree
 
 # Keep builds offline and small; mainline reads LLAMA_BUILD_APP/OPENSSL only in newer trees.
@@ -98,12 +99,7 @@ AMX_OPTIONS = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
 
 
 def cpu_has_amx() -> bool:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "amx_tile" in flags
+    return "amx_tile" in proc_cpuinfo().get("flags", [])
 
 
 def amx_left_out(cmake_flags: list[str]) -> tuple[str, ...] | None:
