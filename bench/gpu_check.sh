@@ -43,7 +43,7 @@ echo "== sdists (llama-cpp-python 0.3.35 and 0.3.36), offline"
 # reached fails fast here instead of inside the run.
 if ! PIP_RETRIES="${PIP_RETRIES:-0}" PIP_TIMEOUT="${PIP_TIMEOUT:-10}" "$PYTHON" - <<EOF
 import sys
-from agent.sources import SourceError, prepare_sdist_repo
+from agent.engine.sources import SourceError, prepare_sdist_repo
 try:
     repo = prepare_sdist_repo("llama-cpp-python", [${SDIST_VERSIONS}])
 except SourceError as exc:

@@ -7,9 +7,9 @@ hardware spec (cpu line epyc/threadripper(-pro)/xeon, ram >= 32 GB) that 6 of th
 simulated hardware classes meet; the gpus=1 cells also need a GPU, which 3 of those have.
 The 100 agents are the live probe's profile, varied (cpu brand/uarch/line/cores, RAM,
 GPUs, hostname) into 10 classes of 10 machines, with hardware_class recomputed by
-agent.probe.hardware_class.
+agent.machine.probe.hardware_class.
 
-Timed with time.perf_counter, step by step as coordinator.run.execute does it:
+Timed with time.perf_counter, step by step as coordinator.cluster.run.execute does it:
 load_plan; place(all cells, axis, done) for the placements and the unmatched cells;
 build_targets; every CellSpec via to_spec(..., one_per_class=...) and the
 dispatch Task objects; each task's specs as JSON (what dispatch._submit sends); the run
@@ -41,13 +41,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.pipeline import agent_id_for
-from agent.probe import HardwareProfile, hardware_class, probe, profile_labels
-from agent.worker import BENCH_RESOURCE
-from coordinator.dispatch import LiveAgents, Task  # imports ray, as the coordinator does
-from coordinator.placement import Agent, place
-from coordinator.plan import build_targets, load_plan
-from coordinator.run import write_manifest
+from agent.engine.pipeline import agent_id_for
+from agent.machine.probe import HardwareProfile, hardware_class, probe, profile_labels
+from agent.cluster.worker import BENCH_RESOURCE
+from coordinator.cluster.dispatch import LiveAgents, Task  # imports ray, as the coordinator does
+from coordinator.planning.placement import Agent, place
+from coordinator.planning.plan import build_targets, load_plan
+from coordinator.cluster.run import write_manifest
 
 TARGET_S, TARGET_MB = 2.0, 500.0
 AGENTS_PER_CLASS = 10
@@ -144,7 +144,7 @@ class MemoryStore:
 
 
 def bookkeeping(path: str, agents: list[Agent], tick) -> dict:
-    """coordinator.run.execute's planning and dispatch bookkeeping, minus store, probe and Ray."""
+    """coordinator.cluster.run.execute's planning and dispatch bookkeeping, minus store, probe and Ray."""
     store = MemoryStore()
     plan = load_plan(path)
     tick("load_plan (parse, validate, expand)")

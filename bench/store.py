@@ -2,9 +2,9 @@
 through tests.seaweed.SeaweedS3 on loopback, its data in a temp dir).
 
 1. Upload: N records (bench/report.py's synthetic records) with two logs each (stdout.txt
-   2 KB, build.log 20 KB), spooled and delivered as an agent does (agent.spool.spool_record,
+   2 KB, build.log 20 KB), spooled and delivered as an agent does (agent.store.spool.spool_record,
    then deliver), 8 deliveries at once, straight to the store with the coordinator's
-   credentials; then a smaller batch through presigned grants (coordinator.uploads.Granter).
+   credentials; then a smaller batch through presigned grants (coordinator.cluster.uploads.Granter).
    Prints records/s and objects/s.
 2. Report over those N records: load_records cold (builds each run's index and the catalog
    from the records) and warm (catalog + index), then the markdown render.
@@ -33,12 +33,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent import spool
-from agent.store import open_store, result_key
+from agent.store import spool
+from agent.store.file import open_store, result_key
 from bench.report import make_records
-from coordinator.records import load_records
+from coordinator.results.records import load_records
 from coordinator.reports import render
-from coordinator.uploads import Granter  # imports ray, as the coordinator does
+from coordinator.cluster.uploads import Granter  # imports ray, as the coordinator does
 from tests.seaweed import SeaweedS3
 
 TARGET_S = 10.0

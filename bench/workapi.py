@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEADLINE_S = 10                      # the server's whole-request deadline (README "Volunteers")
 SLOWLORIS = {"headers": 20, "body": 20, "silent": 10}
 CALLS_PER_AGENT = 25                 # inside an agent's burst of 60 calls
-INVITES = ("import sys; from coordinator.volunteers import Ledger; ledger = Ledger(sys.argv[1]); "
+INVITES = ("import sys; from coordinator.volunteers.ledger import Ledger; ledger = Ledger(sys.argv[1]); "
            "print(' '.join(ledger.invite(approved=True) for _ in range(int(sys.argv[2]))))")
 
 

@@ -1,6 +1,6 @@
 """A 3-agent Ray test cluster in its own process: Ray reads RAY_AUTH_MODE when it is
 imported, so token auth must be set before `import ray`, which the pytest process has long
-done. Every node, and this process as a driver, is on 127.0.0.1 only (coordinator.loopback).
+done. Every node, and this process as a driver, is on 127.0.0.1 only (coordinator.cluster.loopback).
 Prints one JSON line (address, nodes, classes, start time), then obeys stdin:
 `busy` (print the hosts holding their benchmark slot), `nodes` (every node's NodeManagerAddress),
 `remove HOST`, `freeze HOST` /
@@ -22,13 +22,13 @@ def say(value) -> None:
 
 def main(root: str, token: str, agents_json: str) -> None:
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token, RAY_USAGE_STATS_ENABLED="0")
-    from coordinator.loopback import LOOPBACK, keep_ray_on_loopback
+    from coordinator.cluster.loopback import LOOPBACK, keep_ray_on_loopback
 
     keep_ray_on_loopback()
     import ray
     from ray.cluster_utils import Cluster
 
-    from agent.probe import probe, profile_labels
+    from agent.machine.probe import probe, profile_labels
 
     agents = json.loads(agents_json)
     started = time.monotonic()

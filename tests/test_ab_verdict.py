@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from agent.sources import prepare_sdist_repo
+from agent.engine.sources import prepare_sdist_repo
 from tests.conftest import hwmatrix
 
 pytestmark = pytest.mark.engines

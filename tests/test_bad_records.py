@@ -9,12 +9,12 @@ import math
 
 import pytest
 
-from agent.record import Metric, ResultRecord
-from agent.store import open_store, result_key
+from agent.spec.record import Metric, ResultRecord
+from agent.store.file import open_store, result_key
 from coordinator import reports
-from coordinator.index import CATALOG_KEY, index_key
-from coordinator.record_check import MAX_DEPTH, BadRecord, check_record, parse_record
-from coordinator.records import load_checked, load_records
+from coordinator.results.index import CATALOG_KEY, index_key
+from coordinator.results.record_check import MAX_DEPTH, BadRecord, check_record, parse_record
+from coordinator.results.records import load_checked, load_records
 from tests.conftest import hwmatrix
 
 GOOD_TG = [41.0, 41.5, 40.8]

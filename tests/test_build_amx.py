@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import build
-from agent.build import BuildKey, amx_left_out, isa_off_flags
+from agent.engine import build
+from agent.engine.build import BuildKey, amx_left_out, isa_off_flags
 
 
 @pytest.fixture

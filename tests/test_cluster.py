@@ -134,7 +134,7 @@ def test_plan_and_run_refuse_cells_no_agent_matches_with_each_agents_reason(clus
 
 def test_a_wrong_token_is_refused_with_a_clear_message(cluster, tmp_path):
     """`agent join` with a wrong token is in test_enroll: `ray start` cannot join a cluster on
-    loopback (coordinator.loopback)."""
+    loopback (coordinator.cluster.loopback)."""
     bad = tmp_path / "bad-token"
     bad.write_text(secrets.token_hex(32))
     run = hwmatrix("agents", "--address", cluster.address, "--token-file", str(bad))

@@ -1,6 +1,6 @@
-"""Cross-checks of replicated cells (coordinator/crosscheck.py) and how reports show them.
+"""Cross-checks of replicated cells (coordinator/results/crosscheck.py) and how reports show them.
 
-Records are built with agent.record.Metric from numpy draws shaped like real llama-bench
+Records are built with agent.spec.record.Metric from numpy draws shaped like real llama-bench
 output: several engine processes, each with its own level (process-to-process CV 2%) and a
 few repetitions around it (CV 0.5%)."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from agent.record import Metric
+from agent.spec.record import Metric
 from coordinator import reports
-from coordinator.crosscheck import Verdict, check_records, cross_check, recheck_rate
+from coordinator.results.crosscheck import Verdict, check_records, cross_check, recheck_rate
 from coordinator.reports import model
 
 CLASS_A, CLASS_B = "c1a55aaaaaaa", "c1a55bbbbbbb"

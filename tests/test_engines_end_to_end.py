@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from agent.gitutil import git
-from agent.sources import prepare_sdist_repo
+from agent.engine.gitutil import git
+from agent.engine.sources import prepare_sdist_repo
 from tests.conftest import hwmatrix
 
 pytestmark = pytest.mark.engines
@@ -172,7 +172,7 @@ def test_measuring_processes_on_the_machine_never_overlap(e2e):
 
 
 def test_records_carry_this_machines_profile_and_class(e2e):
-    from agent.probe import probe
+    from agent.machine.probe import probe
 
     for rec in e2e["records"].values():
         assert rec["hardware_class"] == probe().hardware_class

@@ -57,7 +57,7 @@ def test_cluster_up_makes_a_private_token_and_prints_the_join_command(head):
 
 
 def test_an_agent_joins_with_the_token_and_is_listed_idle_under_its_class(head):
-    from agent.probe import probe
+    from agent.machine.probe import probe
 
     agent = _start("agent", "join", "--address", head["address"], "--token-file", str(head["token"]), "--block",
                    env=head["env"])

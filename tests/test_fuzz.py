@@ -25,14 +25,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent import flags
-from agent.cellspec import CellSpec
+from agent.spec import flags
+from agent.spec.cellspec import CellSpec
 from agent.parsers import (ParseError, parse_llama_bench_csv, parse_llama_bench_json, parse_llama_bench_jsonl,
                            parse_llama_bench_markdown, parse_llama_bench_sql, parse_posted_text, parse_sweep_bench)
 from coordinator.errors import UserError
-from coordinator.importers import ImportFailed, import_text
-from coordinator.matrix import ENGINE_KINDS, KNOWN_QUANTS, MatrixError, validate_matrix
-from coordinator.yaml_lines import parse_with_lines
+from coordinator.results.importers import ImportFailed, import_text
+from coordinator.matrix.schema import ENGINE_KINDS, KNOWN_QUANTS, MatrixError, validate_matrix
+from agent.spec.yaml_lines import parse_with_lines
 from tests.conftest import REPO
 from tests.test_parsers import SAMPLES
 from tests.test_untrusted_matrix import BASE
@@ -139,7 +139,7 @@ def mutated(draw, texts: list[str]) -> str:
     return text
 
 
-# ---------------------------------------------------------------- agent.flags checks
+# ---------------------------------------------------------------- agent.spec.flags checks
 
 def _problem_or_none(result) -> None:
     assert result is None or (isinstance(result, str) and result.strip())
@@ -289,7 +289,7 @@ def test_matrix_data_validates_or_raises_matrix_error_and_what_passes_the_matrix
 
 def _specs_pass_the_agent(data) -> None:
     """A matrix the coordinator accepts gives specs every agent accepts (else a run would fail late)."""
-    from coordinator.plan import load_plan
+    from coordinator.planning.plan import load_plan
 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(data, f)
@@ -308,7 +308,7 @@ def _specs_pass_the_agent(data) -> None:
 # ---------------------------------------------------------------- the agent's spec
 
 def _real_specs() -> list[dict]:
-    from coordinator.plan import load_plan
+    from coordinator.planning.plan import load_plan
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -338,7 +338,7 @@ def mutated_spec_json(draw) -> str:
 @settings(max_examples=1500, **FUZZ)
 @given(mutated_spec_json())
 def test_a_mutated_spec_is_refused_with_validation_error_or_accepted_only_with_safe_values(text):
-    from agent.engines import ArgError, invocation
+    from agent.engine.tools import ArgError, invocation
 
     try:
         spec = CellSpec.model_validate_json(text)
@@ -421,7 +421,7 @@ def alias_bomb(draw) -> tuple[str, int]:
 @settings(max_examples=80, **FUZZ)
 @given(alias_bomb())
 def test_an_alias_bomb_is_refused_at_an_alias_in_bounded_time_or_is_small_enough_to_load(bomb):
-    from coordinator.yaml_lines import NODES_MAX
+    from agent.spec.yaml_lines import NODES_MAX
 
     text, written_out = bomb
     start = time.process_time()
@@ -438,7 +438,7 @@ def test_an_alias_bomb_is_refused_at_an_alias_in_bounded_time_or_is_small_enough
 
 def _brute_force(axes: dict, include: list[dict], exclude: list[dict]) -> list[dict]:
     """GitHub's expansion done the obvious way (the product, built whole), to check the real one."""
-    from coordinator.matrix import _same
+    from coordinator.matrix.schema import _same
 
     combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
     combos = [c for c in combos if not any(all(_same(c[k], v) for k, v in e.items()) for e in exclude)]
@@ -475,7 +475,7 @@ def huge_axes(draw) -> tuple[dict, int]:
 @settings(max_examples=80, **FUZZ)
 @given(huge_axes())
 def test_huge_axes_are_counted_before_expansion_refused_with_the_count_or_expanded_as_github_does(case):
-    from coordinator.matrix import count_cells
+    from coordinator.matrix.schema import count_cells
 
     data, max_cells = case
     m = data["matrix"]
@@ -508,7 +508,7 @@ def huge_import(draw) -> tuple[str, int, int]:
 @settings(max_examples=12, **FUZZ)
 @given(huge_import())
 def test_a_huge_paste_imports_each_distinct_row_once_in_bounded_time_and_counts_the_repeats(case):
-    from coordinator.importers import IMPORT_MAX_BYTES, convert_text
+    from coordinator.results.importers import IMPORT_MAX_BYTES, convert_text
 
     text, copies, extra = case
     rows = "".join(f"| m | pp{n} | {n}.00 ± 0.10 |\n" for n in range(1, extra + 1))

@@ -20,9 +20,9 @@ from agent.parsers import (
     parse_posted_text,
     parse_sweep_bench,
 )
-from coordinator.importers import ImportFailed, import_text
-from coordinator.matrix import MatrixError, validate_matrix
-from coordinator.yaml_lines import parse_with_lines
+from coordinator.results.importers import ImportFailed, import_text
+from coordinator.matrix.schema import MatrixError, validate_matrix
+from agent.spec.yaml_lines import parse_with_lines
 from tests.test_untrusted_matrix import BASE
 
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-import agent.build as build_mod
-from agent.build import BuildError, build_flags, cuda_architectures, make_key, needs_cuda
-from agent.cellspec import (CellSpec, EngineSpec, Hygiene, ModelSpec, RefSpec, Repetitions, SdistSource,
+import agent.engine.build as build_mod
+from agent.engine.build import BuildError, build_flags, cuda_architectures, make_key, needs_cuda
+from agent.spec.cellspec import (CellSpec, EngineSpec, Hygiene, ModelSpec, RefSpec, Repetitions, SdistSource,
                             ToolArgs)
-from agent.pipeline import _gpu_env, run_cell
-from agent.probe import PROFILE_ENV, GpuDevice, GpuInfo, HardwareProfile
-from agent.runner import engine_env
-from agent.sources import ResolvedSource
-from coordinator.plan import load_plan
+from agent.engine.pipeline import _gpu_env, run_cell
+from agent.machine.probe import PROFILE_ENV, GpuDevice, GpuInfo, HardwareProfile
+from agent.engine.runner import engine_env
+from agent.engine.sources import ResolvedSource
+from coordinator.planning.plan import load_plan
 
 GPU = {"RTX 3090": "8.6", "RTX A4500": "8.6", "H100": "9.0", "RTX 4090": "8.9"}
 FAKE_RELEASE = "Cuda compilation tools, release 12.4, V12.4.131"
@@ -243,7 +243,7 @@ def test_the_derived_cuda_flags_reach_cmake_in_a_build_of_their_own(tmp_path, mo
 
 
 def _real_gpu_skip_reason() -> str | None:
-    from agent.probe import probe_gpus
+    from agent.machine.probe import probe_gpus
 
     if build_mod.find_nvcc() is None:
         return "no nvcc on PATH or in /usr/local/cuda/bin: the real CUDA build is checked on a GPU machine"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.parsers import parse_posted_text
-from coordinator.importers import ImportFailed, clean_text, import_file, import_text, read_text_file
+from coordinator.results.importers import ImportFailed, clean_text, import_file, import_text, read_text_file
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "samples"
 SAMPLES = _SHARED if _SHARED.is_dir() else Path(__file__).resolve().parent / "data" / "samples"
@@ -182,7 +182,7 @@ def test_imported_hardware_class_differs_per_label_and_never_looks_measured():
 # ---------------------------------------------------------------- bounded cost (issue 11)
 
 def convert_text(*args, **kw):
-    from coordinator.importers import convert_text
+    from coordinator.results.importers import convert_text
 
     return convert_text(*args, **kw)
 
@@ -231,7 +231,7 @@ def test_a_block_keeps_at_most_twenty_notes_and_counts_the_rest():
 
 @pytest.mark.timeout(60)
 def test_more_distinct_rows_than_an_import_may_hold_are_refused_before_any_record_is_built():
-    from coordinator.importers import IMPORT_MAX_RECORDS
+    from coordinator.results.importers import IMPORT_MAX_RECORDS
 
     text = HEADER + "".join(bench_row(f"pp{n}") for n in range(1, IMPORT_MAX_RECORDS + 2))
     with pytest.raises(ImportFailed, match=r"^x\.md: 10,001 distinct results, more than the 10,000 one import"):
@@ -255,7 +255,7 @@ def test_an_import_over_4_MiB_is_refused_by_its_size_without_reading_it(tmp_path
 
 
 def test_a_file_that_grows_past_the_cap_while_read_is_cut_off(tmp_path, monkeypatch):
-    import coordinator.importers as importers
+    import coordinator.results.importers as importers
 
     path = tmp_path / "in.md"
     path.write_text(HEADER + bench_row() * 100)

@@ -18,9 +18,9 @@ import jsonschema
 import pytest
 import yaml
 
-from agent.enroll import check_address
-from agent.worker import BENCH_RESOURCE
-from coordinator.cli import build_parser
+from agent.cluster.enroll import check_address
+from agent.cluster.worker import BENCH_RESOURCE
+from coordinator.cli.main import build_parser
 from tests.conftest import REPO
 
 INFRA = REPO / "infra"
@@ -207,7 +207,7 @@ TOKEN_SHAPE = re.compile(r"\b[0-9a-fA-F]{32,}\b")
 
 
 def test_the_token_detector_recognises_a_token_hwmatrix_makes(tmp_path):
-    from coordinator.cluster import ensure_token
+    from coordinator.cluster.head import ensure_token
 
     token = ensure_token(tmp_path / "ray-token").read_text().strip()
     assert TOKEN_SHAPE.search(f"token: {token}")

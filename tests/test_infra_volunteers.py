@@ -10,7 +10,7 @@ from string import Template
 
 import pytest
 
-from coordinator.cli import build_parser
+from coordinator.cli.main import build_parser
 from tests.conftest import REPO
 
 INFRA = REPO / "infra"

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from coordinator.loopback import NO_CLUSTER_MODE, keep_ray_on_loopback
+from coordinator.cluster.loopback import NO_CLUSTER_MODE, keep_ray_on_loopback
 from tests.conftest import REPO, two_ref_matrix
 
 

@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from coordinator.hardware_match import matches
-from coordinator.matrix import (QUANTS_COMMON, QUANTS_IK_ONLY, QUANTS_MAINLINE_ONLY, MatrixError,
+from coordinator.planning.hardware_match import matches
+from coordinator.matrix.schema import (QUANTS_COMMON, QUANTS_IK_ONLY, QUANTS_MAINLINE_ONLY, MatrixError,
                                 expand_axes, load_matrix)
-from coordinator.yaml_lines import load_with_lines
+from agent.spec.yaml_lines import load_with_lines
 
 VALID = """\
 name: demo
@@ -463,7 +463,7 @@ def test_a_merge_key_bomb_of_28_levels_is_refused_at_its_alias_in_seconds_and_li
 
 
 def test_a_recursive_alias_is_refused_at_its_line():
-    from coordinator.yaml_lines import parse_with_lines
+    from agent.spec.yaml_lines import parse_with_lines
 
     with pytest.raises(MatrixError) as exc:
         parse_with_lines(SMALL + "description: &r [1, *r]\n", "m.yaml")
@@ -486,7 +486,7 @@ def test_a_huge_matrix_is_counted_not_built_and_refused_with_its_cell_count(tmp_
 
 
 def test_max_cells_raises_the_cap_and_excluded_cells_do_not_count(tmp_path):
-    from coordinator.matrix import MAX_CELLS
+    from coordinator.matrix.schema import MAX_CELLS
 
     text = axes(4, 10) + "  exclude:\n    - {n_prompt: 1}\n"                 # 10,000 less 1,000
     assert len(load_matrix(write(tmp_path, text)).cells()) == 9_000 <= MAX_CELLS
@@ -513,8 +513,8 @@ def test_include_and_exclude_hold_at_most_a_thousand_entries_each(tmp_path):
 def test_a_20000_value_axis_is_checked_for_duplicates_in_well_under_a_second(tmp_path):
     import time
 
-    from coordinator.matrix import validate_matrix
-    from coordinator.yaml_lines import load_with_lines
+    from coordinator.matrix.schema import validate_matrix
+    from agent.spec.yaml_lines import load_with_lines
 
     # Before: 66 s, the duplicate checks being quadratic.
     values = list(range(1, 20_001)) + [1]
@@ -531,7 +531,7 @@ def test_a_20000_value_axis_is_checked_for_duplicates_in_well_under_a_second(tmp
 def test_a_plan_of_5000_refs_looks_each_ref_up_once(tmp_path):
     import time
 
-    from coordinator.plan import load_plan
+    from coordinator.planning.plan import load_plan
 
     # Before: 13 s of CPU (every cell rebuilt the name -> ref map); 0.8 s here, most of it YAML.
     refs = ", ".join(f"{{name: r{i}, tag: v{i}}}" for i in range(5000))

@@ -4,9 +4,9 @@ from __future__ import annotations
 import gguf
 import pytest
 
-from agent.cellspec import ModelSpec
-from agent.models import ModelError, file_sha256, model_file, source_model
-from agent.tinymodel import TinyLlamaParams, write_tiny_llama
+from agent.spec.cellspec import ModelSpec
+from agent.engine.models import ModelError, file_sha256, model_file, source_model
+from agent.engine.tinymodel import TinyLlamaParams, write_tiny_llama
 
 SMALL = TinyLlamaParams(n_embd=64, n_layer=1, n_ff=128, n_head=4, n_vocab=300)
 

@@ -314,7 +314,7 @@ def test_an_infinite_or_unreadable_speed_is_garbage_not_a_measurement():
     every statistic downstream meaningless (the fuzzer found the importer crashing on it)."""
     import math
 
-    from coordinator.importers import import_text
+    from coordinator.results.importers import import_text
 
     text = sample("11").read_text()
     jsonl = text.split("#### jsonl")[1].split("####")[0]

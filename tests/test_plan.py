@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from coordinator.plan import build_targets, load_plan
+from coordinator.planning.plan import build_targets, load_plan
 from tests.conftest import REPO
 
 DEMO = REPO / "matrices" / "demo.yaml"
@@ -48,7 +48,7 @@ def test_mainline_cells_do_not_pass_ik_only_flags_that_are_off():
 
 
 def test_cells_that_differ_only_in_ref_form_one_group_with_alternating_first_side():
-    from coordinator.plan import ab_groups
+    from coordinator.planning.plan import ab_groups
 
     plan = load_plan(str(DEMO))
     groups = ab_groups(plan.cells)
@@ -63,7 +63,7 @@ def test_cells_that_differ_only_in_ref_form_one_group_with_alternating_first_sid
 
 
 def test_groups_follow_the_baseline_axis_when_it_is_not_ref():
-    from coordinator.plan import ab_groups
+    from coordinator.planning.plan import ab_groups
 
     plan = load_plan(str(DEMO))
     groups = ab_groups(plan.cells, "threads")

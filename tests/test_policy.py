@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import policy as P
-from agent.policy import (
+from agent.volunteer import policy as P
+from agent.volunteer.policy import (
     IdlePolicy,
     Ledger,
     OwnerPolicy,

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-import agent.probe as probe_mod
-from agent.probe import (
+import agent.machine.probe as probe_mod
+from agent.machine.probe import (
     CpuInfo, GpuDevice, GpuInfo, HardwareProfile, MemoryInfo, ProfileError,
     apply_profile_override, format_profile, hardware_class, load_profile_override, probe,
     profile_labels, slugify_label,
 )
-from agent.uarch import (
+from agent.machine.uarch import (
     AMD_FAMILIES, INTEL_FAMILIES, amd_uarch, cpu_uarch, intel_uarch, isa_flags, product_line,
 )
 

@@ -13,7 +13,7 @@ import statistics
 
 import pytest
 
-from agent.record import Metric
+from agent.spec.record import Metric
 from coordinator import reports
 from coordinator.reports import model
 

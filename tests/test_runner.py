@@ -8,7 +8,7 @@ import sys
 import textwrap
 import time
 
-from agent.runner import engine_env, run_process
+from agent.engine.runner import engine_env, run_process
 
 
 def _alive(pid: int) -> bool:
@@ -33,7 +33,7 @@ def test_an_engine_dies_with_its_agent(tmp_path):
     pidfile = tmp_path / "engine.pid"
     agent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         from pathlib import Path
-        from agent.runner import run_process
+        from agent.engine.runner import run_process
         run_process(["sh", "-c", "echo $$ > {pidfile}; exec sleep 60"], 120, Path("{tmp_path}/o"), Path("{tmp_path}/e"))
     """)])
     deadline = time.monotonic() + 20

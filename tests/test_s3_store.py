@@ -10,12 +10,14 @@ import time
 
 import pytest
 
-from agent import s3store, spool
-from agent.store import Clash, StoreError, open_store, result_key
-from agent.upload import put_url
-from coordinator.index import CATALOG_KEY, index_key, refresh_index
-from coordinator.records import load_records
-from coordinator.uploads import Granter
+from agent.store import s3 as s3store
+
+from agent.store import spool
+from agent.store.file import Clash, StoreError, open_store, result_key
+from agent.store.upload import put_url
+from coordinator.results.index import CATALOG_KEY, index_key, refresh_index
+from coordinator.results.records import load_records
+from coordinator.cluster.uploads import Granter
 
 
 def _record(run="r1", cell="c1", agent="a1", status="ok", **extra) -> dict:

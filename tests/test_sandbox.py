@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import sandbox
+from agent.engine import sandbox
 from agent.paths import cache_dir
-from agent.runner import run_process
+from agent.engine.runner import run_process
 
 PYTHON = "/usr/bin/python3"     # a system interpreter: the test's own may live under $HOME
 REAL_HOME = Path.home()          # the owner's real home (tests below point HOME elsewhere)
@@ -191,9 +191,9 @@ def test_bwrap_vanishing_mid_run_is_a_failed_process_not_a_bare_run(tmp_path, mo
 def test_a_real_build_quantize_and_cell_run_confined(tmp_path, monkeypatch):
     """llama.cpp v0.3.36 from the registry sdist, built, quantized and measured in the sandbox,
     in the sandboxed build root (never the trusted one)."""
-    from agent.cellspec import CellSpec, EngineSpec, Hygiene, ModelSpec, RefSpec, Repetitions
-    from agent.pipeline import run_cell
-    from agent.store import open_store
+    from agent.spec.cellspec import CellSpec, EngineSpec, Hygiene, ModelSpec, RefSpec, Repetitions
+    from agent.engine.pipeline import run_cell
+    from agent.store.file import open_store
 
     monkeypatch.setenv("HWMATRIX_SPOOL", str(tmp_path / "spool"))
     store_url = (tmp_path / "store").as_uri()
@@ -271,7 +271,7 @@ def agent_secrets(tmp_path, monkeypatch):
 
 def _hostile_repo(tmp_path: Path) -> tuple[Path, list[str]]:
     """A local git repo with two commits of the hostile project (tags "one" and "two")."""
-    from agent.gitutil import git
+    from agent.engine.gitutil import git
     repo = tmp_path / "hostile"
     repo.mkdir()
     git("init", "--quiet", str(repo))
@@ -287,8 +287,8 @@ def _hostile_repo(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 def _confined_build(repo: Path, commit: str):
-    from agent.build import build
-    from agent.sources import resolve
+    from agent.engine.build import build
+    from agent.engine.sources import resolve
     with sandbox.confined():
         resolved = resolve({"repo": str(repo)}, "commit", commit)
         return build(resolved, ["-DGGML_NATIVE=OFF"], ["hostile-tool"], jobs=2, timeout_s=120)
@@ -327,8 +327,8 @@ def _dumped_env(text: str) -> dict[str, str]:
 def test_a_sandboxed_quantize_sees_only_the_allowlisted_environment(tmp_path, agent_secrets):
     """A hostile llama-quantize (it dumps its environment into its output) run by the real
     quantize path: only the allowlist reaches it."""
-    from agent.cellspec import ModelSpec
-    from agent.models import model_file
+    from agent.spec.cellspec import ModelSpec
+    from agent.engine.models import model_file
     quantize = tmp_path / "bin" / "llama-quantize"
     quantize.parent.mkdir()
     quantize.write_text('#!/bin/sh\nenv > "$2"\n')
@@ -344,7 +344,7 @@ def test_a_sandboxed_quantize_sees_only_the_allowlisted_environment(tmp_path, ag
 
 
 def test_a_sandboxed_engine_sees_only_the_allowlist_even_when_handed_the_whole_environment(tmp_path, agent_secrets):
-    from agent.runner import engine_env
+    from agent.engine.runner import engine_env
     work = tmp_path / "w"
     work.mkdir()
     given = {"whole environment": {**os.environ, "CUDA_VISIBLE_DEVICES": "0"},
@@ -374,8 +374,8 @@ def test_one_untrusted_builds_ccache_writes_are_not_seen_by_another_sources_buil
 
 
 def test_the_untrusted_ccache_dir_is_keyed_by_repo_commit_and_isa(tmp_path, monkeypatch):
-    from agent.build import sandboxed_ccache_dir
-    from agent.sources import ResolvedSource
+    from agent.engine.build import sandboxed_ccache_dir
+    from agent.engine.sources import ResolvedSource
     monkeypatch.setenv("HWMATRIX_CACHE", str(tmp_path / "cache"))
     a = ResolvedSource("file:///r/a", tmp_path / "m", "1" * 40)
     dirs = [sandboxed_ccache_dir(s, isa) for s, isa in (
@@ -388,7 +388,7 @@ def test_the_untrusted_ccache_dir_is_keyed_by_repo_commit_and_isa(tmp_path, monk
 
 
 def test_old_untrusted_ccache_dirs_are_pruned_like_builds(tmp_path):
-    from agent.cache_prune import prune
+    from agent.engine.cache_prune import prune
     root = tmp_path / "cache"
     old = root / "sandboxed" / "ccache" / "portable-0123456789abcdef"
     (old / "a").mkdir(parents=True)

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from agent.sources import SourceError, export_tree, resolve, resolve_git
+from agent.engine.sources import SourceError, export_tree, resolve, resolve_git
 
 ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
        "PATH": "/usr/bin:/bin"}

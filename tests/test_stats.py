@@ -1,4 +1,4 @@
-"""coordinator.stats: verdicts on synthetic samples with known truth (issue #3), and the
+"""coordinator.results.stats: verdicts on synthetic samples with known truth (issue #3), and the
 pieces (p-value adjustment, CI width, sample-size estimate) checked by hand."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from coordinator.stats import (Comparison, Settings, adjust_pvalues, ci_half_width_pct, compare,
+from coordinator.results.stats import (Comparison, Settings, adjust_pvalues, ci_half_width_pct, compare,
                                compare_many, runs_needed, simulate_rates, simulate_verdicts)
 
 N_TRIALS = 1000
@@ -223,7 +223,7 @@ def _record(samples, sizes, binary="x"):
 
 
 def test_process_means_average_each_process_and_keep_unknown_origins_one_by_one():
-    from agent.record import process_means
+    from agent.spec.record import process_means
 
     assert process_means([1, 3, 10, 20, 30], [2, 3]) == [2.0, 20.0]
     assert process_means([1, 2, 3], [1, 1, 1]) == [1.0, 2.0, 3.0]
@@ -234,7 +234,7 @@ def test_process_means_average_each_process_and_keep_unknown_origins_one_by_one(
 def test_many_tight_repetitions_in_one_process_each_are_not_enough_for_a_verdict():
     """Within-process repetitions agree closely while processes differ by more: one process
     a side is one sample, so the verdict is unknown, never slower."""
-    from coordinator.compare import judge
+    from coordinator.results.compare import judge
 
     base = _record([100.0, 100.1, 99.9, 100.0, 100.05] * 2, [10], binary="a")
     cand = _record([90.0, 90.1, 89.9, 90.0, 90.05] * 2, [10], binary="b")
@@ -244,7 +244,7 @@ def test_many_tight_repetitions_in_one_process_each_are_not_enough_for_a_verdict
 
 
 def test_the_same_samples_split_into_processes_can_be_called():
-    from coordinator.compare import judge
+    from coordinator.results.compare import judge
 
     rng = np.random.default_rng(3)
     base = _record(rng.normal(100, 1, 12).tolist(), [1] * 12, binary="a")
@@ -254,7 +254,7 @@ def test_the_same_samples_split_into_processes_can_be_called():
 
 
 def test_records_without_process_sizes_are_tested_per_repetition_with_a_warning():
-    from coordinator.compare import judge
+    from coordinator.results.compare import judge
 
     rng = np.random.default_rng(4)
     base = _record(rng.normal(100, 1, 12).tolist(), [], binary="a")

@@ -1,6 +1,6 @@
 """One definition of the characters that steer a terminal or reorder what is read
-(agent.printable), and every check on untrusted text refuses all of them: git refs, model
-paths and repo URLs (agent.flags, shared by the coordinator and the agent), volunteers'
+(agent.spec.printable), and every check on untrusted text refuses all of them: git refs, model
+paths and repo URLs (agent.spec.flags, shared by the coordinator and the agent), volunteers'
 names, reasons and profiles, matrix files, stored records. A caller that takes tab and
 line feed (YAML block scalars) says so; nothing else widens or narrows the set."""
 from __future__ import annotations
@@ -10,11 +10,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from agent import flags
-from agent.cellspec import CellSpec
-from coordinator.record_check import BadRecord, check_record
-from coordinator.volunteer_input import InputError, check_text
-from coordinator.yaml_lines import MatrixError, parse_with_lines
+from agent.spec import flags
+from agent.spec.cellspec import CellSpec
+from coordinator.results.record_check import BadRecord, check_record
+from coordinator.volunteers.volunteer_input import InputError, check_text
+from agent.spec.yaml_lines import MatrixError, parse_with_lines
 
 # C0, DEL, C1 (CSI, NEL), the bidi override, isolate and marks (RLM, ALM), the line and
 # paragraph separators, zero-width space and joiner, the byte order mark
@@ -24,7 +24,7 @@ PLAIN = "Ryzen 9 7950X — 2× RTX 3090 日本 ünïcödé"
 
 
 def test_the_one_definition_finds_every_steering_character_and_passes_text_of_any_script():
-    from agent.printable import find_steering, steering_char, without_steering
+    from agent.spec.printable import find_steering, steering_char, without_steering
 
     for ch in STEERING:
         assert find_steering(f"ab{ch}c") == 2, ascii(ch)
@@ -74,7 +74,7 @@ def _real_spec() -> str:
     import tempfile
     from pathlib import Path
 
-    from coordinator.plan import load_plan
+    from coordinator.planning.plan import load_plan
     from tests.test_untrusted_matrix import BASE
 
     with tempfile.TemporaryDirectory() as tmp:

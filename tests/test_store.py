@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from agent import spool
-from agent.store import Clash, FileStore, StoreError, open_store, result_key
+from agent.store import spool
+from agent.store.file import Clash, FileStore, StoreError, open_store, result_key
 
 
 def test_conditional_write_rejects_a_different_record_at_the_same_key(tmp_path):
@@ -91,7 +91,7 @@ def test_junk_at_a_record_key_is_no_ok_record_and_a_real_record_replaces_it(tmp_
     # Before: recorded_ok and the spool's settle_clash called .get on whatever JSON was
     # stored, so an array there (or bytes that are no JSON, or JSON nested too deep) ended
     # in a traceback.
-    from agent.store import recorded_ok
+    from agent.store.file import recorded_ok
 
     monkeypatch.setenv("HWMATRIX_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HWMATRIX_SPOOL", raising=False)
@@ -114,7 +114,7 @@ def test_junk_at_a_record_key_is_no_ok_record_and_a_real_record_replaces_it(tmp_
 _PAUSED_WRITER = """
 import os, sys
 from pathlib import Path
-from agent.store import FileStore
+from agent.store.file import FileStore
 store = FileStore(Path(sys.argv[1]))
 def paused(real):
     def call(*args, **kwargs):
@@ -150,7 +150,7 @@ def test_a_writer_killed_between_write_and_link_leaves_no_temp_file_in_the_store
         tmp_path, key, on_clash):
     import signal
 
-    from agent.record import Metric, ResultRecord
+    from agent.spec.record import Metric, ResultRecord
     from tests.conftest import hwmatrix
 
     root = tmp_path / "store"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.cellspec import CellSpec
+from agent.spec.cellspec import CellSpec
 from tests.conftest import REPO, hwmatrix
 
 BASE = """\
@@ -179,7 +179,7 @@ def real_spec() -> dict:
     """A spec exactly as the coordinator hands it out, for the base matrix."""
     import tempfile
 
-    from coordinator.plan import load_plan
+    from coordinator.planning.plan import load_plan
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "base.yaml"
@@ -277,7 +277,7 @@ def _matrix_files() -> list[Path]:
 
 @pytest.mark.parametrize("matrix", _matrix_files(), ids=lambda p: p.name)
 def test_every_spec_the_coordinator_makes_from_a_real_matrix_passes_the_agent(matrix):
-    from coordinator.plan import load_plan
+    from coordinator.planning.plan import load_plan
 
     plan = load_plan(str(matrix))
     for cell in plan.cells:
@@ -292,7 +292,7 @@ def test_every_spec_the_coordinator_makes_from_a_real_matrix_passes_the_agent(ma
                                   "git@github.com:ggml-org/llama.cpp.git", "file:///srv/git/llama.cpp",
                                   "/srv/git/llama.cpp", "../llama.cpp"])
 def test_a_repo_url_without_credentials_or_options_is_still_allowed(repo):
-    from agent.flags import repo_problem
+    from agent.spec.flags import repo_problem
 
     assert repo_problem(repo) is None
 
@@ -311,13 +311,13 @@ def test_a_refused_repo_url_points_to_credential_helpers_and_never_repeats_the_s
                                         ("ik_llama.cpp", "-DGGML_CUDA_IQK_FORCE_BF16=1"),
                                         ("ik_llama.cpp", "-DGGML_BLAS_VENDOR=OpenBLAS")])
 def test_a_cmake_option_the_engine_has_passes_for_that_engine(kind, flag):
-    from agent.flags import cmake_flag_problem
+    from agent.spec.flags import cmake_flag_problem
 
     assert cmake_flag_problem(flag, kind) is None
 
 
 def test_every_cmake_flag_the_build_itself_passes_is_an_option_of_some_engine():
-    from agent.build import OFFLINE_FLAGS
-    from agent.flags import cmake_flag_problem
+    from agent.engine.build import OFFLINE_FLAGS
+    from agent.spec.flags import cmake_flag_problem
 
     assert OFFLINE_FLAGS and all(cmake_flag_problem(flag) is None for flag in OFFLINE_FLAGS)

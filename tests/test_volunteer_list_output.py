@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from coordinator.volunteers import Ledger
+from coordinator.volunteers.ledger import Ledger
 from tests.conftest import hwmatrix
 
 OSC_TITLE = "\x1b]0;you have been owned\x07"
@@ -58,7 +58,7 @@ def test_volunteers_list_json_escapes_control_characters_and_keeps_the_text(stat
 
 
 def test_printable_escapes_what_steers_a_terminal_and_leaves_text_alone():
-    from agent.printable import printable
+    from agent.spec.printable import printable
 
     assert printable("Ryzen 9 7950X — 2× RTX 3090 日本") == "Ryzen 9 7950X — 2× RTX 3090 日本"
     assert printable("a\x1b[2Jb\r\n\t\x00") == "a\\x1b[2Jb\\r\\n\\t\\x00"

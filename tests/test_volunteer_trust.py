@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from agent.workclient import ApiError
+from agent.volunteer.workclient import ApiError
 from tests.conftest import REPO, wait_for
 from tests.test_volunteers import PROFILE, TERMS, Agent, WorkApiServer, tiny_matrix, work_api  # noqa: F401
 
@@ -24,11 +24,11 @@ THIRD = {**PROFILE, "hardware_class": "test-class-0003"}
 def make_record(spec: dict, agent: dict, hw_class: str = PROFILE["hardware_class"],
                 samples: tuple = (100.0, 101.5, 99.0)) -> dict:
     """What the pipeline writes for an ok cell of ``spec`` (one engine process)."""
-    from agent import engines
-    from agent.cellspec import CellSpec
-    from agent.record import Metric, ResultRecord
-    from agent.sources import sdist_repo_id
-    from agent.store import log_key
+    from agent.engine import tools as engines
+    from agent.spec.cellspec import CellSpec
+    from agent.spec.record import Metric, ResultRecord
+    from agent.engine.sources import sdist_repo_id
+    from agent.store.file import log_key
 
     cell = CellSpec.model_validate(spec)
     argv = engines.invocation(cell, f"/home/donor/.cache/hwmatrix/sandboxed/builds/k/bin/{cell.tool}",
@@ -50,8 +50,8 @@ def make_record(spec: dict, agent: dict, hw_class: str = PROFILE["hardware_class
 
 
 def upload(client, lease: str, key: str, blob: bytes) -> None:
-    from agent.s3store import sha256_b64
-    from agent.upload import put_url
+    from agent.store.s3 import sha256_b64
+    from agent.store.upload import put_url
 
     answer = client.call("grant", {"lease": lease, "items": [{"key": key, "sha256": sha256_b64(blob),
                                                               "size": len(blob), "kind": "record"}]})["answers"][0]
@@ -62,7 +62,7 @@ def upload(client, lease: str, key: str, blob: bytes) -> None:
 def deliver(server, agent: dict, record: dict | bytes, profile: dict = PROFILE) -> tuple[dict, dict]:
     """Lease a cell, upload ``record`` (a dict, or the bytes as they are) as its result, complete.
     Returns (the lease answer, the complete answer or {"status", "error"})."""
-    from agent.store import result_key
+    from agent.store.file import result_key
 
     client = server.client(agent["key"])
     lease = client.call("lease", {"profile": profile, "terms": TERMS})
@@ -160,7 +160,7 @@ def test_only_a_record_of_the_leased_cell_spec_with_sane_metrics_closes_a_lease(
 
 
 def test_a_replica_whose_primary_record_is_malformed_is_a_disagreement_not_a_500(seaweed, tmp_path):
-    from agent.store import result_key
+    from agent.store.file import result_key
 
     server = WorkApiServer(tmp_path, seaweed, lease_s=30, replicate=1.0)
     try:
@@ -193,9 +193,9 @@ def test_a_record_grant_over_junk_or_with_a_bad_or_oversized_size_gets_an_answer
     # Before: a grant for a key that held an array or bytes that are no JSON was a 500 (the
     # granter read the old record with json.loads and .get), a size that is no number was a
     # 500 too, and a record grant had no size limit at all.
-    from agent.s3store import sha256_b64
-    from agent.store import result_key
-    from coordinator.record_check import MAX_RECORD_BYTES
+    from agent.store.s3 import sha256_b64
+    from agent.store.file import result_key
+    from coordinator.results.record_check import MAX_RECORD_BYTES
 
     work_api.queue(tiny_matrix(tmp_path))
     alice = work_api.enroll("alice")
@@ -324,15 +324,15 @@ def test_profiles_and_release_reasons_with_control_characters_are_refused(work_a
 
 
 def test_the_agent_cleans_its_own_release_reasons():
-    from agent.volunteer import one_line
-    from coordinator.volunteer_input import check_reason
+    from agent.volunteer.loop import one_line
+    from coordinator.volunteers.volunteer_input import check_reason
 
     cleaned = one_line("not delivered: \x1b[31mred\nnext line\u202e" + "x" * 400)
     assert check_reason(cleaned) == cleaned and len(cleaned) == 300
 
 
 def test_the_same_machine_with_another_hostname_or_kernel_is_no_profile_change():
-    from coordinator.volunteer_input import profile_change
+    from coordinator.volunteers.volunteer_input import profile_change
 
     base = {**PROFILE, "cpu": {"vendor": "AMD", "brand": "EPYC", "flags": ["avx2", "avx512f"]},
             "memory": {"ram_gb": 62.7}, "os": {"kernel": "6.1"}}

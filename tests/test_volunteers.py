@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.workclient import ApiError, WorkClient
+from agent.volunteer.workclient import ApiError, WorkClient
 from tests.conftest import REPO, hwmatrix, two_ref_matrix, wait_for
 from tests.workapi_helper import PROFILE, TERMS, ServedWorkApi
 
@@ -152,7 +152,7 @@ def test_enrollment_code_works_once_and_unknown_or_expired_codes_are_refused(wor
 
 
 def test_wrong_revoked_and_expired_keys_are_refused_and_pending_agents_wait(work_api):
-    from coordinator.volunteers import Ledger
+    from coordinator.volunteers.ledger import Ledger
 
     good = work_api.enroll("good")
     assert work_api.client(good["key"]).call("lease", {"profile": PROFILE, "terms": TERMS})["lease"] is None
@@ -193,7 +193,7 @@ def test_certificate_is_verified_and_plain_http_is_refused(work_api):
 
 
 def test_key_rotation_keeps_the_old_key_working_for_the_grace_period_only(work_api):
-    from coordinator.volunteers import Ledger
+    from coordinator.volunteers.ledger import Ledger
 
     Ledger(work_api.state).configure(grace_s=2)
     agent = work_api.enroll("rotor")
@@ -250,8 +250,8 @@ matrix: {ref: [{name: X, engine: theirs, branch: main}]}
 
 def test_agent_declines_a_cell_its_policy_forbids_without_fetching_it(work_api, tmp_path, monkeypatch):
     """A coordinator that ignores our terms still gets the cell back, unfetched."""
-    from agent import sources
-    from agent.volunteer import Volunteer
+    from agent.engine import sources
+    from agent.volunteer.loop import Volunteer
 
     forbidden = tmp_path / "forbidden.git"
     subprocess.run(["git", "init", "-q", "--bare", str(forbidden)], check=True)
@@ -363,9 +363,9 @@ def test_malformed_requests_get_clear_refusals_and_a_silent_client_blocks_nobody
 
 
 def test_a_lease_grants_uploads_only_for_its_own_cell_and_agent_and_records_must_be_attributed(work_api, tmp_path):
-    from agent.s3store import sha256_b64
-    from agent.store import result_key
-    from agent.upload import put_url
+    from agent.store.s3 import sha256_b64
+    from agent.store.file import result_key
+    from agent.store.upload import put_url
 
     run_id = work_api.queue(tiny_matrix(tmp_path))
     alice, mallory = work_api.enroll("alice"), work_api.enroll("mallory")
@@ -402,7 +402,7 @@ def test_a_lease_grants_uploads_only_for_its_own_cell_and_agent_and_records_must
 
 
 def test_models_by_path_are_never_queued_for_volunteers_nor_run_by_them(work_api, tmp_path):
-    from agent.volunteer import Volunteer
+    from agent.volunteer.loop import Volunteer
 
     done = work_api.cli("queue", _matrix(tmp_path, "bypath", """engines:
   mainline: {kind: llama.cpp, sdist: {package: llama-cpp-python, versions: ["0.3.36"]}}
@@ -425,7 +425,7 @@ matrix: {ref: [{name: B, engine: mainline, tag: v0.3.36}]}
 
 
 def test_an_agents_track_record_sets_how_often_its_cells_are_rechecked(tmp_path):
-    from coordinator.volunteers import Caller, Ledger
+    from coordinator.volunteers.ledger import Caller, Ledger
 
     ledger = Ledger(tmp_path / "ledger")
     ids = [ledger.enroll(ledger.invite(approved=True), name, PROFILE)[0] for name in ("steady", "odd", "new")]
@@ -448,8 +448,8 @@ def test_an_agents_track_record_sets_how_often_its_cells_are_rechecked(tmp_path)
 
 def test_without_fork_prs_a_commit_only_on_a_pull_request_ref_is_refused(tmp_path, monkeypatch):
     """Fork code must not slip in as a bare commit id that an earlier PR fetch left in the mirror."""
-    from agent.gitutil import git
-    from agent.sources import SourceError, published_commits_only, resolve_git
+    from agent.engine.gitutil import git
+    from agent.engine.sources import SourceError, published_commits_only, resolve_git
 
     monkeypatch.setenv("HWMATRIX_CACHE", str(tmp_path / "cache"))
     upstream = tmp_path / "upstream"
@@ -490,7 +490,7 @@ def test_an_agent_outside_its_owners_window_or_on_a_busy_machine_takes_no_work(w
 
 
 def test_an_agent_told_its_key_is_old_rotates_it_and_goes_on_with_the_new_one(work_api, tmp_path):
-    from coordinator.volunteers import Ledger
+    from coordinator.volunteers.ledger import Ledger
 
     Ledger(work_api.state).configure(rotate_after_s=0)        # every key is "old"
     agent = Agent(work_api, tmp_path, "rotor", work_api.invite(), "--exit-when-idle")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.volunteers import Ledger
+from coordinator.volunteers.ledger import Ledger
 from tests.conftest import REPO, two_ref_matrix
 from tests.workapi_helper import PROFILE, TERMS, ServedWorkApi
 
@@ -307,7 +307,7 @@ def test_aborted_and_garbled_connections_write_one_json_line_at_most_and_no_trac
 
 @pytest.mark.timeout(60)
 def test_the_log_writes_each_message_as_one_json_line_whatever_the_text_holds(capsys):
-    from coordinator.workapi import log
+    from coordinator.volunteers.workapi import log
 
     forged = "x\n12:00:00 enrolled v-fake (approved)\r\x1b]0;owned\x07\x1b[2J\u202eevil\u2066"
     log(f"gave back a cell: {forged}")

@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-from agent.printable import shown
+from agent.spec.printable import shown
 
 from .types import BenchRow, ParseError
 

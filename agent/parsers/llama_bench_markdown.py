@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from agent.printable import shown
+from agent.spec.printable import shown
 
 from .common import (BUILD_FOOTER_RE, IK, MAINLINE, build_info, coerce, normalize_label, scan_all,
                      split_label, to_int)

@@ -5,7 +5,7 @@
 fmt is markdown (md), csv, json, html or sqlite. Text formats return str; sqlite returns the
 database file's bytes. With out_path the result is also written there (sqlite: a fresh file).
 The records are aggregated once (model.build) and every text format renders from that.
-``records`` are checked records (coordinator.records.load_checked); ``skipped``, what that
+``records`` are checked records (coordinator.results.records.load_checked); ``skipped``, what that
 left out, is listed by markdown, html and json (csv and sqlite hold records only).
 """
 from __future__ import annotations

@@ -5,11 +5,11 @@ Built in one pass over the records, so a 100,000-record report costs one aggrega
 whatever the format; repeated runs of a cell on a class are pooled from (n, mean, sd),
 which equals the mean and sd of all their samples without touching the samples again.
 
-Replicated cells (one cell measured by two agents of one class, coordinator/crosscheck.py)
+Replicated cells (one cell measured by two agents of one class, coordinator/results/crosscheck.py)
 are still pooled, but a pair that disagrees marks the pooled value with CHECK_FLAG, and the
 pairs are listed in ``Report.checks``.
 
-Stored objects that were no usable record (coordinator.record_check, skipped when read) are
+Stored objects that were no usable record (coordinator.results.record_check, skipped when read) are
 listed in ``Report.skipped``: a report shows that something was left out, and what.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from coordinator.crosscheck import check_records
+from coordinator.results.crosscheck import check_records
 
 METRIC_ORDER = ("pp_tps", "tg_tps", "pg_tps")
 METRIC_TITLES = {"pp_tps": "pp t/s", "tg_tps": "tg t/s", "pg_tps": "pp+tg t/s"}
@@ -159,7 +159,7 @@ class Report:
     metrics: list[str]
     n_records: int
     checks: list[dict] = field(default_factory=list)     # crosscheck.check_records rows, disagreements first
-    skipped: list = field(default_factory=list)          # coordinator.index.Skipped (key, reason), in key order
+    skipped: list = field(default_factory=list)          # coordinator.results.index.Skipped (key, reason), in key order
 
     def label(self, params: dict, skip: tuple = ()) -> str:
         keys = [k for k in (self.varying or self.axes) if k not in skip and k in params]
@@ -207,7 +207,7 @@ def _sweep_series(record: dict, series: dict) -> None:
 
 def build(records: list[dict], comparisons: list[dict] | None = None, skipped: list | None = None) -> Report:
     """One pass: class names, axes, pooled per-(class, cell) metrics, sweep curves.
-    ``records`` are checked ones (coordinator.records); ``skipped`` what was left out."""
+    ``records`` are checked ones (coordinator.results.records); ``skipped`` what was left out."""
     names: dict[str, str] = {}
     origins: dict[str, str] = {}
     axes: list[str] = []

@@ -1,0 +1,360 @@
+"""Build cache: one cmake build per BuildKey, built once, reused by every later cell.
+
+The key is (repo, commit, cmake flags, compiler, cmake version, and the CPU's ISA when
+GGML_NATIVE is on), because -march=native binaries are not portable between CPUs. A CUDA
+build adds -DGGML_CUDA=ON and the GPUs' architectures to its flags (``build_flags``) and the
+nvcc release to its key, so it never shares a cache entry with the CPU build of a commit.
+On a CPU with AMX a native build leaves AMX out (``isa_off``) unless the matrix asks for it:
+ggml's AMX kernels crash these machines (see ``amx_left_out``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from agent.engine import sandbox
+from agent.paths import cache_dir
+from agent.machine.probe import proc_cpuinfo
+from agent.engine.sources import ResolvedSource, cache_lock, export_tree
+
+# Keep builds offline and small; mainline reads LLAMA_BUILD_APP/OPENSSL only in newer trees.
+OFFLINE_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+]
+
+
+# nvcc is often installed but not on PATH (the CUDA toolkit's default prefix).
+NVCC_FALLBACK = Path("/usr/local/cuda/bin/nvcc")
+NO_NVCC = "CUDA build needs nvcc: not found on PATH or /usr/local/cuda/bin"
+
+
+class BuildError(RuntimeError):
+    def __init__(self, message: str, log_path: Path | None = None):
+        super().__init__(message)
+        self.log_path = log_path
+
+
+def _first_line(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+def toolchain_versions() -> dict:
+    return {"compiler": _first_line(["c++", "--version"]), "cmake": _first_line(["cmake", "--version"]),
+            "ccache": _first_line(["ccache", "--version"]) if shutil.which("ccache") else None}
+
+
+def native_isa() -> str:
+    """What -march=native sees: the CPU model and its full flag list, as one short digest."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    first = text.split("\n\n", 1)[0]
+    wanted = [line.split(":", 1)[1].strip() for line in first.splitlines()
+              if line.split(":", 1)[0].strip() in ("vendor_id", "cpu family", "model", "flags")]
+    return hashlib.sha256("|".join(wanted).encode()).hexdigest()[:16]
+
+
+def native_enabled(cmake_flags: list[str]) -> bool:
+    for flag in cmake_flags:
+        name, _, value = flag[2:].partition("=")
+        if name.split(":")[0] == "GGML_NATIVE":
+            return value.upper() in ("ON", "1", "TRUE", "YES")
+    return True   # ggml's default when not cross-compiling
+
+
+def cmake_option(cmake_flags: list[str], name: str) -> str | None:
+    """The value the flags give cache variable ``name`` (-DNAME=v or -DNAME:TYPE=v; the last
+    one wins, as in cmake), or None when they do not set it."""
+    found = None
+    for flag in cmake_flags:
+        if flag.startswith("-D"):
+            key, sep, value = flag[2:].partition("=")
+            if sep and key.split(":")[0] == name:
+                found = value
+    return found
+
+
+# ggml's AMX matmul (mainline ggml-cpu/amx, up to at least llama-cpp-python 0.3.36's commit)
+# dies with SIGILL at its first tile instruction on Linux AMX machines: its tile config is
+# built on the stack and can be optimized away (llama.cpp PR #26954). Measured on a Xeon VM
+# here: every Q8_0/Q4_0 llama-bench of a -march=native build exit 132; without AMX it runs.
+AMX_ISA = ("amx-tile", "amx-int8", "amx-bf16")
+AMX_OPTIONS = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
+
+
+def cpu_has_amx() -> bool:
+    return "amx_tile" in proc_cpuinfo().get("flags", [])
+
+
+def amx_left_out(cmake_flags: list[str]) -> tuple[str, ...] | None:
+    """The ISA extensions a native build leaves out on this CPU: AMX, unless the matrix turns
+    a GGML_AMX_* option on (then it gets what it asked for, crash or not). None: nothing."""
+    if not native_enabled(cmake_flags) or not cpu_has_amx():
+        return None
+    if any(_on(cmake_option(cmake_flags, name)) for name in AMX_OPTIONS):
+        return None
+    return AMX_ISA
+
+
+def isa_off_flags(isa_off: tuple[str, ...] | None) -> list[str]:
+    """cmake flags that compile without these extensions: gcc and clang let an explicit
+    -mno-X win over what -march=native turns on, wherever it stands on the command line."""
+    if not isa_off:
+        return []
+    off = " ".join(f"-mno-{name}" for name in isa_off)
+    return [f"-DCMAKE_C_FLAGS={off}", f"-DCMAKE_CXX_FLAGS={off}"]
+
+
+def _on(value: str | None) -> bool:
+    return value is not None and value.upper() in ("ON", "1", "TRUE", "YES", "Y")
+
+
+def find_nvcc() -> Path | None:
+    """nvcc on PATH, else the CUDA toolkit's default /usr/local/cuda/bin/nvcc, else None."""
+    found = shutil.which("nvcc")
+    if found:
+        return Path(found)
+    return NVCC_FALLBACK if NVCC_FALLBACK.is_file() and os.access(NVCC_FALLBACK, os.X_OK) else None
+
+
+def nvcc_release(nvcc: Path) -> str | None:
+    """The 'Cuda compilation tools, release 12.4, V12.4.131' line of ``nvcc --version``."""
+    try:
+        out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return next((line for line in lines if "release" in line), lines[-1] if lines else None)
+
+
+def cuda_architectures(devices) -> list[str]:
+    """CMAKE_CUDA_ARCHITECTURES entries for these GPUs: compute capability without the dot
+    ("8.6" -> "86"), deduplicated, in numeric order; devices with no known capability are
+    skipped. ``devices`` are probe.GpuDevice objects or their dicts."""
+    archs = set()
+    for device in devices:
+        cc = device.get("compute_capability") if isinstance(device, dict) else device.compute_capability
+        major, dot, minor = (cc or "").strip().partition(".")
+        if dot and major.isdigit() and minor.isdigit():
+            archs.add(int(major) * 10 + int(minor))
+    return [str(arch) for arch in sorted(archs)]
+
+
+def needs_cuda(gpus: int | None, cmake_flags: list[str]) -> bool:
+    """A cell needs a CUDA build when it uses GPUs, or its engine's flags turn CUDA on.
+    An explicit -DGGML_CUDA=OFF in the matrix wins: that build stays a CPU build."""
+    given = cmake_option(cmake_flags, "GGML_CUDA")
+    if given is not None:
+        return _on(given)
+    return bool(gpus)
+
+
+def build_flags(cmake_flags: list[str], gpus: int | None, gpu_devices=()) -> list[str]:
+    """The cmake flags one cell builds with: the engine's own, plus, when the cell needs
+    CUDA, -DGGML_CUDA=ON and -DCMAKE_CUDA_ARCHITECTURES for this machine's GPUs only (one
+    architecture per distinct compute capability, so the build stays fast). The matrix's
+    own CMAKE_CUDA_ARCHITECTURES is kept. CPU cells get their flags unchanged.
+
+    Raises BuildError when a CUDA build cannot be made here: no nvcc, or no GPU whose
+    compute capability the probe knows (and no architectures in the flags).
+    """
+    flags = list(cmake_flags)
+    if not needs_cuda(gpus, flags):
+        return flags
+    if find_nvcc() is None:
+        raise BuildError(NO_NVCC)
+    if cmake_option(flags, "GGML_CUDA") is None:
+        flags.append("-DGGML_CUDA=ON")
+    if cmake_option(flags, "CMAKE_CUDA_ARCHITECTURES") is None:
+        archs = cuda_architectures(gpu_devices)
+        if not archs:
+            raise BuildError("CUDA build needs the GPUs' compute capabilities, and the probe found "
+                             "none on this machine; give -DCMAKE_CUDA_ARCHITECTURES in the engine's cmake flags")
+        flags.append(f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(archs)}")
+    return flags
+
+
+@dataclass(frozen=True)
+class BuildKey:
+    repo_id: str
+    commit: str
+    cmake_flags: tuple[str, ...]
+    compiler: str | None
+    cmake: str | None
+    isa: str | None          # the ISA flags the binary was tuned for (GGML_NATIVE), else None
+    nvcc: str | None = None  # the nvcc release of a CUDA build, else None
+    isa_off: tuple[str, ...] | None = None   # ISA extensions a native build leaves out (AMX), else None
+
+    def digest(self) -> str:
+        fields = asdict(self)
+        for name in ("nvcc", "isa_off"):     # builds keep the digests they had before these fields
+            if fields[name] is None:
+                del fields[name]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass
+class BuildResult:
+    key: BuildKey
+    build_dir: Path
+    binaries: dict[str, str]                 # target -> path
+    binary_hash: dict[str, str]              # target -> sha256 over the binary and its shared libs
+    log_path: Path
+    seconds: float          # compile time of this build (when cached: when it was built)
+    cached: bool
+    targets: list[str] = field(default_factory=list)
+
+    def bin(self, target: str) -> Path:
+        return Path(self.binaries[target])
+
+
+def make_key(resolved: ResolvedSource, cmake_flags: list[str]) -> BuildKey:
+    tools = toolchain_versions()
+    isa = native_isa() if native_enabled(cmake_flags) else None
+    nvcc = None
+    if _on(cmake_option(cmake_flags, "GGML_CUDA")):
+        found = find_nvcc()
+        nvcc = (nvcc_release(found) if found else None) or "not found"
+    return BuildKey(resolved.repo_id, resolved.commit, tuple(cmake_flags), tools["compiler"], tools["cmake"],
+                    isa, nvcc, amx_left_out(cmake_flags))
+
+
+def _hash_binary(bin_dir: Path, target: str) -> str:
+    """Hash the tool and every shared library beside it: the kernels live in the libs."""
+    digest = hashlib.sha256()
+    files = [bin_dir / target] + sorted(p for p in bin_dir.iterdir() if ".so" in p.name and p.is_file())
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _needs_examples(src: Path, targets: list[str]) -> bool:
+    """ik (and mainline before mid-2025) keep the benchmark tools under examples/."""
+    names = {"llama-bench": "llama-bench", "llama-quantize": "quantize", "llama-sweep-bench": "sweep-bench"}
+    return any((src / "examples" / names.get(t, t)).is_dir() for t in targets)
+
+
+def _trim(folder: Path, max_size: str) -> None:
+    if shutil.which("ccache"):
+        try:
+            subprocess.run(["ccache", "--trim-dir", str(folder), "--trim-max-size", max_size],
+                           capture_output=True, timeout=300)
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+
+def sandboxed_ccache_dir(resolved: ResolvedSource, isa: str) -> Path:
+    """The ccache an untrusted build writes: one per source (repo and commit) and ISA. A
+    shared one would let code from one pull request plant objects that another source's
+    build then links in; the same source's builds (other flags) share theirs."""
+    source = hashlib.sha256(f"{resolved.repo_id}\n{resolved.commit}".encode()).hexdigest()[:16]
+    return cache_dir("sandboxed", "ccache", f"{isa}-{source}")
+
+
+def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], jobs: int | None = None, timeout_s: float = 7200) -> BuildResult:
+    """Build ``targets`` at ``resolved``; free when the key was built before with those targets."""
+    key = make_key(resolved, cmake_flags)
+    confined = sandbox.active()
+    # Untrusted (sandboxed) builds never share a tree, binary or ccache entry with trusted ones.
+    builds = cache_dir("sandboxed", "builds") if confined else cache_dir("builds")
+    root = builds / key.digest()
+    state_file = root / "build.json"
+    log_path = root / "build.log"
+    with cache_lock(root.with_suffix(".lock")):
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            if set(targets) <= set(state["targets"]) and all(Path(p).is_file() for p in state["binaries"].values()):
+                return BuildResult(key, root / "build", state["binaries"], state["binary_hash"], log_path,
+                                   state.get("seconds", 0.0), True, state["targets"])
+            targets = sorted(set(targets) | set(state["targets"]))
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+        started = time.monotonic()
+        src, build_dir = root / "src", root / "build"
+        if not (src / ".git").exists():
+            export_tree(resolved, src)
+        flags = list(OFFLINE_FLAGS)
+        flags.append(f"-DLLAMA_BUILD_EXAMPLES={'ON' if _needs_examples(src, targets) else 'OFF'}")
+        flags += isa_off_flags(key.isa_off)
+        flags += list(cmake_flags)          # last: the matrix's own flags win
+        # A sandboxed build gets nothing of the agent's environment (the sandbox also
+        # enforces it: sandbox.ENV_PASSED), only what is set here.
+        env = {} if confined else dict(os.environ)
+        # Same relative paths in every build dir and one ccache per ISA: warm hits across commits.
+        env["CCACHE_BASEDIR"] = str(builds)
+        isa = key.isa or "portable"
+        # Trusted builds also write their results to a shared file store (even on local hits),
+        # which sandboxed builds read only: a warm trusted cache speeds them, they cannot poison it.
+        shared = cache_dir("ccache-shared", isa)
+        if confined:
+            env["CCACHE_DIR"] = str(sandboxed_ccache_dir(resolved, isa))
+            env["CCACHE_REMOTE_STORAGE"] = f"file:{shared}|read-only"
+        else:
+            env["CCACHE_DIR"] = str(cache_dir("ccache", isa))
+            env["CCACHE_REMOTE_STORAGE"] = " ".join(filter(None, [env.get("CCACHE_REMOTE_STORAGE"), f"file:{shared}"]))
+            env["CCACHE_RESHARE"] = "1"
+        env.setdefault("CCACHE_MAXSIZE", os.environ.get("CCACHE_MAXSIZE", "5G"))
+        nvcc = find_nvcc() if key.nvcc else None
+        if nvcc is not None and "CUDACXX" not in env:
+            env["CUDACXX"] = str(nvcc)      # cmake finds an nvcc that is not on PATH
+        jobs = jobs or os.cpu_count() or 2
+        steps = [
+            ["cmake", "-S", str(src), "-B", str(build_dir), *flags],
+            ["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs), "--target", *targets],
+        ]
+        deadline = started + timeout_s
+        with open(log_path, "a") as log:
+            for step in steps:
+                argv = step
+                log.write(f"$ {' '.join(argv)}\n")
+                log.flush()
+                try:
+                    if confined:    # only this build's tree and ccache are writable
+                        argv = sandbox.wrap(argv, [root, Path(env["CCACHE_DIR"])], [shared, resolved.mirror], cwd=root,
+                                            env=env)
+                    proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                          timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    raise BuildError(f"build timed out after {timeout_s:.0f} s", log_path)
+                except (OSError, sandbox.SandboxUnavailable) as exc:
+                    log.write(f"cannot start {argv[0]}: {exc}\n")
+                    raise BuildError(f"cannot start {argv[0]}: {exc}", log_path)
+                if proc.returncode != 0:
+                    raise BuildError(f"{step[0]} {step[1]} exited with {proc.returncode} "
+                                     f"(see {log_path.name})", log_path)
+        bin_dir = build_dir / "bin"
+        binaries, hashes = {}, {}
+        for target in targets:
+            path = bin_dir / target
+            if not path.is_file():
+                raise BuildError(f"target {target} built but {path} is missing", log_path)
+            binaries[target] = str(path)
+            hashes[target] = _hash_binary(bin_dir, target)
+        if not confined:        # the shared store is never cleaned by ccache itself
+            _trim(shared, env["CCACHE_MAXSIZE"])
+        seconds = time.monotonic() - started
+        if state_file.is_file():          # an incremental build for more targets: keep the total
+            seconds += json.loads(state_file.read_text()).get("seconds", 0.0)
+        state_file.write_text(json.dumps({"key": asdict(key), "targets": targets, "binaries": binaries,
+                                          "binary_hash": hashes, "seconds": seconds}, indent=2))
+        return BuildResult(key, build_dir, binaries, hashes, log_path, seconds, False, targets)

@@ -1,0 +1,172 @@
+"""What the coordinator hands an agent: one fully resolved cell, self-contained and typed.
+
+The agent needs nothing else (no coordinator code) to build, run and record the cell. A
+volunteer agent trusts no coordinator, so every value that reaches argv, git, a path or a
+store key is re-checked here with the same ``agent.spec.flags`` checks the matrix passed.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from agent.spec.flags import (ARG_BOUNDS, OT_MAX, TINY_PARAM_MAX, cmake_flag_problem, name_problem, path_problem,
+                         ref_name_problem, ref_value_problem, repo_problem, version_problem)
+from agent.store.file import ClashPolicy
+
+ToolName = Literal["llama-bench", "llama-sweep-bench"]
+EngineKind = Literal["llama.cpp", "ik_llama.cpp"]
+
+
+
+
+def _checked(problem_of):
+    """A validator that refuses with ``problem_of``'s message (pydantic makes it a ValidationError)."""
+    def check(v: str) -> str:
+        problem = problem_of(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+    return AfterValidator(check)
+
+
+def _one_line(v: str) -> str | None:
+    return None if "\n" not in v and "\r" not in v and "\0" not in v else "must be a single-line string"
+
+
+Name = Annotated[str, _checked(name_problem)]
+CmakeFlag = Annotated[str, _checked(cmake_flag_problem)]
+Version = Annotated[str, _checked(version_problem)]
+Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{1,64}$")]
+Target = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
+
+
+def _arg(name: str):
+    lo, hi = ARG_BOUNDS[name]
+    return Field(None, ge=lo, le=hi)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SdistSource(_Strict):
+    package: Name
+    versions: list[Version] = Field(min_length=1)
+
+
+class EngineSpec(_Strict):
+    name: Name
+    kind: EngineKind
+    repo: Annotated[str, _checked(repo_problem)] | None = None
+    sdist: SdistSource | None = None
+    cmake: list[CmakeFlag] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EngineSpec":
+        if (self.repo is None) == (self.sdist is None):
+            raise ValueError("give exactly one of 'repo' or 'sdist'")
+        if problem := next(filter(None, (cmake_flag_problem(f, self.kind) for f in self.cmake)), None):
+            raise ValueError(problem)          # each engine takes only its own cmake options
+        return self
+
+    def source(self) -> dict:
+        return {"repo": self.repo} if self.repo else {"sdist": self.sdist.model_dump()}
+
+
+class RefSpec(_Strict):
+    name: Annotated[str, _checked(ref_name_problem)]
+    kind: Literal["ref", "branch", "tag", "commit", "pr"]
+    value: str
+
+    @model_validator(mode="after")
+    def _value_fits_kind(self) -> "RefSpec":
+        problem = ref_value_problem(self.kind, self.value)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class ModelSpec(_Strict):
+    name: Name
+    path: Annotated[str, _checked(path_problem)] | None = None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    generate: Literal["tiny-llama"] | None = None
+    # the tiny model's shape; bounded so a spec cannot ask for an absurd file
+    params: dict[Literal["n_embd", "n_layer", "n_ff", "n_head", "n_vocab"],
+                 Annotated[int, Field(ge=1, le=TINY_PARAM_MAX)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ModelSpec":
+        if (self.generate is None) == (self.path is None):
+            raise ValueError("give exactly one of 'generate' or 'path'")
+        return self
+
+
+class Repetitions(_Strict):
+    """Counts are repetitions; each engine process does ``per_process`` of them, and the
+    process, not the repetition, is what the statistics count as one sample."""
+    min: int = Field(10, ge=1)
+    max: int = Field(10, ge=1)
+    target_ci_pct: float | None = None
+    per_process: int = Field(1, ge=1)
+
+
+class Hygiene(_Strict):
+    drop_caches: Literal["prefer", "require", "off"] = "prefer"
+    warmup: int = Field(1, ge=0)  # 0: tool's own warmup off; 1: on; N > 1: plus N-1 untimed runs
+    cooldown_s: float = Field(0.0, ge=0)
+    max_load: float | None = None   # wait until the 1-min load per core is below this
+
+
+class ToolArgs(_Strict):
+    """Typed, bounded tool arguments: only these ever reach an engine's argv."""
+    n_prompt: int | None = _arg("n_prompt")
+    n_gen: int | None = _arg("n_gen")
+    depth: int | None = _arg("depth")
+    batch: int | None = _arg("batch")
+    ubatch: int | None = _arg("ubatch")
+    threads: int | None = _arg("threads")
+    ngl: int | None = _arg("ngl")
+    fa: bool | None = None
+    ctk: str | None = Field(None, pattern=r"^[a-zA-Z0-9_]{1,16}$")
+    ctv: str | None = Field(None, pattern=r"^[a-zA-Z0-9_]{1,16}$")
+    mla: int | None = _arg("mla")
+    amb: int | None = _arg("amb")
+    rtr: bool | None = None
+    fmoe: bool | None = None
+    ctx: int | None = _arg("ctx")
+    nrep: int | None = _arg("nrep")
+    sm: Literal["none", "layer", "row", "graph"] | None = None
+    ts: str | None = Field(None, pattern=r"^[0-9.]+(/[0-9.]+)*$")
+    ot: Annotated[str, Field(max_length=OT_MAX), _checked(_one_line)] | None = None
+    mmap: bool | None = None
+
+
+class CellSpec(_Strict):
+    run_id: Name
+    matrix_name: Name
+    matrix_hash: Hex
+    cell_id: Name
+    params: dict                  # the cell's axis values, for display and the record
+    engine: EngineSpec
+    ref: RefSpec
+    model: ModelSpec
+    quant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,32}$")] | None = None
+    tool: ToolName = "llama-bench"
+    args: ToolArgs = Field(default_factory=ToolArgs)
+    gpus: int | None = _arg("gpus")   # first k GPUs visible; None = leave as is, 0 = none
+    repetitions: Repetitions = Field(default_factory=Repetitions)
+    hygiene: Hygiene = Field(default_factory=Hygiene)
+    timeout_s: float = 1800.0
+    store_url: str
+    # a stored ok record with other content at this cell's key: refuse (and keep it
+    # spooled), overwrite, or store beside it
+    on_clash: ClashPolicy = "reject"
+    # Every target the cells sharing this build need, so the build is configured and
+    # compiled once; empty means just what this cell needs.
+    build_targets: list[Target] = Field(default_factory=list)
+    # `per: class`: one result per hardware class, so an agent skips (and never stores) a
+    # cell another agent of its class already recorded - a retry after a frozen agent
+    # thaws leaves no duplicate
+    one_per_class: bool = True

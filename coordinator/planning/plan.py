@@ -1,0 +1,274 @@
+"""Planning: a validated matrix becomes concrete cells, each with its build and its spec.
+
+Axes split three ways - build (ref + cmake flags), model (model, quant), run (everything
+else) - and cells are ordered by build so each build happens once per agent.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+
+from tabulate import tabulate
+
+from agent.spec import cellspec as spec_types
+from agent.engine.build import cmake_option, needs_cuda
+from coordinator.errors import EXIT_OK, UserError
+from coordinator.planning.hardware_match import matches
+from coordinator.matrix.schema import MAX_CELLS, Matrix, MatrixError, load_matrix
+from coordinator.reports.model import display
+
+IK_ONLY_FLAGS = ("rtr", "fmoe")     # off is simply "not asked for" on mainline
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:40] or "cell"
+
+
+@dataclass
+class PlannedCell:
+    cell_id: str
+    params: dict                # the cell's axis values (what the table shows)
+    settings: dict              # defaults + args + axis values (what runs)
+    engine_name: str
+    engine: object
+    ref: object
+    model_name: str
+    model: object
+    matrix: Matrix = field(repr=False)
+    matrix_hash: str = ""
+    # Spec parts cells have in common (engine, model, ref, repetitions, hygiene), built once:
+    # load_plan hands every cell of a plan the same dict. Specs are frozen, so sharing is safe.
+    spec_parts: dict = field(default_factory=dict, repr=False, compare=False)
+    _specs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={display(v)}" for k, v in self.params.items() if k != "model" or len(self.matrix.models) > 1)
+
+    @property
+    def cmake(self) -> list[str]:
+        return list(self.engine.build.cmake) if self.engine.build else []
+
+    @property
+    def cuda(self) -> bool:
+        """A CUDA build (the agent adds -DGGML_CUDA=ON and its GPUs' architectures)."""
+        return needs_cuda(self.settings.get("gpus"), self.cmake)
+
+    @property
+    def build_label(self) -> str:
+        flags = " ".join(self.cmake)
+        if self.cuda and cmake_option(self.cmake, "GGML_CUDA") is None:
+            flags = (flags + " " if flags else "") + "+CUDA"
+        return f"{self.engine_name}@{self.ref.name} ({self.ref.kind} {self.ref.value})" + (f" {flags}" if flags else "")
+
+    @property
+    def build_order(self) -> tuple:
+        return (self.engine_name, self.ref.name, tuple(self.cmake), self.cuda)
+
+    def tool_args(self) -> dict:
+        s = dict(self.settings)
+        batch = s.pop("batch", None)
+        if isinstance(batch, dict):
+            s["batch"], s["ubatch"] = batch.get("b"), batch.get("ub", s.get("ubatch"))
+        elif batch is not None:
+            s["batch"] = batch
+        args = {k: v for k, v in s.items() if k in spec_types.ToolArgs.model_fields and v is not None}
+        if self.engine.kind == "llama.cpp":
+            for flag in IK_ONLY_FLAGS:
+                if args.get(flag) is False:
+                    args.pop(flag)
+        return args
+
+    def needed_targets(self) -> set[str]:
+        return {self.settings["tool"]} | ({"llama-quantize"} if self.settings.get("quant") else set())
+
+    def to_spec(self, run_id: str, store_url: str, build_targets: set[str] = frozenset(),
+                one_per_class: bool = True, on_clash: str = "reject") -> spec_types.CellSpec:
+        """The cell as an agent gets it (``one_per_class``: False for a `per: machine`
+        placement). Specs are frozen, so a cell placed on several hardware classes builds
+        its spec once."""
+        key = (run_id, store_url, frozenset(build_targets), one_per_class, on_clash)
+        if key not in self._specs:
+            self._specs[key] = self._build_spec(run_id, store_url, build_targets, one_per_class, on_clash)
+        return self._specs[key]
+
+    def _build_spec(self, run_id: str, store_url: str, build_targets: set[str],
+                    one_per_class: bool, on_clash: str) -> spec_types.CellSpec:
+        m = self.matrix
+        return spec_types.CellSpec(
+            run_id=run_id, matrix_name=m.name, matrix_hash=self.matrix_hash, cell_id=self.cell_id,
+            params=self.params, engine=self._part(("engine", self.engine_name), self._engine_spec),
+            ref=self._part(("ref", self.ref.name), lambda: spec_types.RefSpec(
+                name=self.ref.name, kind=self.ref.kind, value=str(self.ref.value))),
+            model=self._part(("model", self.model_name), self._model_spec),
+            quant=self.settings.get("quant"), tool=self.settings["tool"],
+            args=spec_types.ToolArgs(**self.tool_args()), gpus=self.settings.get("gpus"),
+            repetitions=self._part(("repetitions",), lambda: spec_types.Repetitions(**m.repetitions.model_dump())),
+            hygiene=self._part(("hygiene",), lambda: spec_types.Hygiene(**m.hygiene.model_dump())),
+            timeout_s=float(m.timeout_s), store_url=store_url,
+            build_targets=sorted(build_targets | self.needed_targets()), one_per_class=one_per_class,
+            on_clash=on_clash)
+
+    def _part(self, key: tuple, make):
+        if key not in self.spec_parts:
+            self.spec_parts[key] = make()
+        return self.spec_parts[key]
+
+    def _engine_spec(self) -> spec_types.EngineSpec:
+        return spec_types.EngineSpec(
+            name=self.engine_name, kind=self.engine.kind, repo=self.engine.repo,
+            sdist=spec_types.SdistSource(**self.engine.sdist.model_dump()) if self.engine.sdist else None,
+            cmake=list(self.engine.build.cmake) if self.engine.build else [])
+
+    def _model_spec(self) -> spec_types.ModelSpec:
+        return spec_types.ModelSpec(
+            name=self.model_name, path=self.model.path, sha256=self.model.sha256, generate=self.model.generate,
+            params=self.model.params.model_dump(exclude_none=True) if self.model.params else {})
+
+
+@dataclass
+class Plan:
+    path: str
+    matrix: Matrix
+    matrix_hash: str
+    cells: list[PlannedCell]
+
+    @property
+    def name(self) -> str:
+        return self.matrix.name
+
+    @property
+    def default_run_id(self) -> str:
+        """The same matrix (as normalized) maps to the same run, so a re-run resumes."""
+        return f"{self.matrix.name}-{self.matrix_hash}"
+
+    @property
+    def baseline(self) -> dict | None:
+        if not self.matrix.compare or not self.matrix.compare.baseline:
+            return None
+        return {k: v for k, v in self.matrix.compare.baseline.model_dump(exclude_none=True).items()}
+
+
+def load_plan(path: str, max_cells: int = MAX_CELLS) -> Plan:
+    """The matrix at ``path`` as cells; a bad file, or more than ``max_cells`` cells, is a UserError."""
+    try:
+        matrix = load_matrix(path, max_cells)
+    except MatrixError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from None
+    matrix_hash = _digest(matrix.model_dump(mode="json"))[:12]
+    cells, spec_parts = [], {}
+    for params in matrix.cells():
+        settings = matrix.cell_settings(params)
+        engine_name, engine = matrix.engine_of(params["ref"])
+        model_name = params.get("model") or next(iter(matrix.models))
+        cells.append(PlannedCell(
+            cell_id=f"{_slug(params['ref'])}-{_digest(params)[:10]}", params=params, settings=settings,
+            engine_name=engine_name, engine=engine, ref=matrix.refs()[params["ref"]],
+            model_name=model_name, model=matrix.models[model_name], matrix=matrix, matrix_hash=matrix_hash,
+            spec_parts=spec_parts))
+    return Plan(path=str(path), matrix=matrix, matrix_hash=matrix_hash, cells=cells)
+
+
+def build_targets(cells: list[PlannedCell]) -> dict[tuple, set[str]]:
+    """build -> every target its cells need: one configure and one compile per build."""
+    targets: dict[tuple, set[str]] = {}
+    for cell in cells:
+        targets.setdefault(cell.build_order, set()).update(cell.needed_targets())
+    return targets
+
+
+def ab_groups(cells: list[PlannedCell], axis: str = "ref") -> list[list[PlannedCell]]:
+    """Cells that differ only in ``axis`` form one group: one agent measures them together,
+    interleaved process by process. Groups alternate which side starts (A B, then B A, ...)
+    so an order effect does not favour one side. Builds stay cached, so each one still
+    happens once per agent."""
+    rank: dict = {}
+    for cell in cells:
+        rank.setdefault(repr(cell.params.get(axis)), len(rank))
+    groups: dict[tuple, list[PlannedCell]] = {}
+    for cell in cells:
+        rest = tuple(sorted((k, repr(v)) for k, v in cell.params.items() if k != axis))
+        groups.setdefault(rest, []).append(cell)
+    return [sorted(group, key=lambda c: rank[repr(c.params.get(axis))], reverse=bool(n % 2))
+            for n, group in enumerate(groups.values())]
+
+
+def requirement_key(cell: PlannedCell) -> tuple:
+    """All that ``cell_requirement`` reads of a cell: cells with one key match the same agents
+    (every cell of a matrix shares its hardware spec; only ``gpus`` varies)."""
+    return id(cell.matrix.hardware), cell.settings.get("gpus")
+
+
+def cell_requirement(cell: PlannedCell, profile: dict) -> str | None:
+    """The first reason ``profile`` cannot run ``cell``, or None."""
+    ok, reason = matches(cell.matrix.hardware, profile)
+    if not ok:
+        return reason
+    want = cell.settings.get("gpus")
+    have = (profile.get("gpus") or {}).get("count", 0)
+    if want and have < want:
+        return f"needs {want} GPUs for gpus={want}, has {have}"
+    return None
+
+
+def print_plan(path: str, max_cells: int = MAX_CELLS) -> int:
+    from agent.machine.probe import ProfileError, probe
+
+    plan = load_plan(path, max_cells)
+    try:
+        profile = probe()
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+    pdict = profile.model_dump()
+    rows, builds, n_match = [], {}, 0
+    for cell in plan.cells:
+        reason = cell_requirement(cell, pdict)
+        n_match += reason is None
+        builds.setdefault(cell.build_label, len(builds) + 1)
+        rows.append((cell.cell_id, cell.label, cell.settings["tool"], f"#{builds[cell.build_label]}",
+                     "yes" if reason is None else f"no: {reason}"))
+    print(f"matrix {plan.name} ({plan.path}): {len(plan.cells)} cells, {len(builds)} builds, "
+          f"run id {plan.default_run_id}")
+    print(tabulate(rows, headers=["cell", "params", "tool", "build", f"runs here ({profile.hostname})"],
+                   tablefmt="simple"))
+    print("\nbuilds:")
+    for label, n in builds.items():
+        print(f"  #{n} {label}")
+    print(f"\nthis machine ({profile.hostname}, class {profile.hardware_class}) matches {n_match} of "
+          f"{len(plan.cells)} cells" + ("" if n_match else "; `hwmatrix run` would refuse them"))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def print_cluster_plan(path: str, agents, max_cells: int = MAX_CELLS) -> int:
+    """`plan --address`: per cell, the agents that match it, or each agent's first reason not to."""
+    from coordinator.planning.placement import matching_agents
+
+    plan = load_plan(path, max_cells)
+    rows, n_match, by_need = [], 0, {}
+    for cell in plan.cells:
+        need = requirement_key(cell)
+        if need not in by_need:
+            by_need[need] = matching_agents(cell, agents)
+        fit, why = by_need[need]
+        n_match += bool(fit)
+        where = ", ".join(sorted(a.host for a in fit)) if fit else "none"
+        reasons = "; ".join(f"{host}: {reason}" for host, reason in sorted(why.items()))
+        rows.append((cell.cell_id, cell.label, where, reasons or "-"))
+    print(f"matrix {plan.name} ({plan.path}): {len(plan.cells)} cells, {len(agents)} live agent(s), "
+          f"run id {plan.default_run_id}")
+    print(tabulate(rows, headers=["cell", "params", "agents that match", "why the others do not"],
+                   tablefmt="simple"))
+    print(f"\n{n_match} of {len(plan.cells)} cells have an agent" +
+          ("" if n_match == len(plan.cells) else "; `hwmatrix run` refuses the rest unless --skip-unmatched"))
+    sys.stdout.flush()
+    return EXIT_OK
