@@ -1,9 +1,11 @@
-"""Options several `hwmatrix` commands share (cli.py and volunteer_cli.py): where the store is,
-and a run id that becomes a store key part."""
+"""Options and steps several `hwmatrix` commands share: where the store is (and opening it),
+a run id that becomes a store key part, an AXIS=VALUE pair, and the cluster's token."""
 from __future__ import annotations
 
 import argparse
 import os
+
+from coordinator.errors import UserError
 
 STORE_HELP = ("file://DIR or s3://BUCKET/PREFIX (default: $HWMATRIX_STORE or ~/.local/share/hwmatrix/store); "
               "S3 credentials come from boto3's usual chain, never from a matrix")
@@ -27,6 +29,37 @@ def store_url(args) -> str:
 
     use_endpoint(args)
     return args.store or default_store_url()
+
+
+def open_store(args):
+    """The store the user asked for; one that cannot be opened is a one-line error."""
+    from agent.store.file import StoreError, open_store as open_url
+
+    try:
+        return open_url(store_url(args))
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def use_token(args) -> None:
+    """Token auth on before ray is imported (Ray reads it at import); a cluster on this
+    machine is joined on loopback, which Ray also decides at import."""
+    from agent.cluster.auth import TokenError, use_token as use
+    from coordinator.cluster.loopback import keep_ray_on_loopback
+
+    keep_ray_on_loopback(args.address)
+    try:
+        use(args.token_file)
+    except TokenError as exc:
+        raise UserError(str(exc)) from None
+
+
+def axis_value(text: str) -> dict:
+    """--baseline / --candidate: AXIS=VALUE."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected AXIS=VALUE (e.g. ref=pr517), got {text!r}")
+    axis, value = text.split("=", 1)
+    return {axis: value}
 
 
 def run_id_arg(text: str) -> str:

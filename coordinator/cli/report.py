@@ -1,0 +1,56 @@
+"""`hwmatrix report`: stored records as markdown / csv / json / html, or a SQLite export."""
+from __future__ import annotations
+
+from coordinator.cli.options import axis_value, open_store, store_options
+from coordinator.errors import EXIT_OK, UserError
+
+
+def add_parser(sub) -> None:
+    rep = sub.add_parser("report", help="markdown / csv / json / html report of stored records")
+    store_options(rep)
+    rep.add_argument("--run", action="append", help="run id (repeatable; default: every run in the store)")
+    rep.add_argument("--matrix", default=None, help="only records of this matrix name")
+    rep.add_argument("--ref", default=None, help="only this ref (its name in the matrix, git ref or commit prefix)")
+    rep.add_argument("--class", dest="hw_class", default=None, help="only this hardware class")
+    rep.add_argument("--since", default=None, help="only records finished on or after this ISO date")
+    rep.add_argument("--until", default=None, help="only records finished on or before this ISO date")
+    rep.add_argument("--format", choices=["md", "markdown", "csv", "json", "html"], default="md")
+    rep.add_argument("--export", choices=["sqlite"], default=None,
+                     help="write llama-bench's SQLite schema (llama_bench table) for compare-llama-bench.py")
+    rep.add_argument("--out", default=None, help="write to this file instead of stdout")
+    rep.add_argument("--baseline", type=axis_value, default=None, help="AXIS=VALUE for the A/B section")
+    rep.add_argument("--candidate", type=axis_value, default=None)
+    rep.add_argument("--correction", choices=["holm", "bh"], default="holm")
+    rep.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from coordinator.results.compare import comparisons
+    from coordinator.results.records import load_checked, warn_skipped
+    from coordinator.reports import render
+    from coordinator.results.stats import Settings
+
+    fmt = "sqlite" if args.export == "sqlite" else args.format
+    if fmt == "sqlite" and not args.out:
+        raise UserError("--export sqlite needs --out FILE")
+    store = open_store(args)
+    filters = {"matrix": args.matrix, "ref": args.ref, "hw_class": args.hw_class, "since": args.since,
+               "until": args.until}
+    loaded = [load_checked(store, run, **filters) for run in (args.run or [None])]
+    records = [r for got in loaded for r in got.records]
+    skipped = [s for got in loaded for s in got.skipped]
+    warn_skipped(skipped)
+    if not records:
+        raise UserError(f"no records in {store.url} for that selection")
+    settings = Settings(correction=args.correction)
+    rows = []
+    if args.baseline or args.candidate:
+        if not (args.baseline and args.candidate) or list(args.baseline) != list(args.candidate):
+            raise UserError("--baseline and --candidate go together and name the same axis")
+        rows = comparisons(records, args.baseline, args.candidate, settings)
+    out = render(fmt, records, rows, args.out, correction=settings.correction, skipped=skipped)
+    if args.out:
+        print(f"wrote {fmt} report of {len(records)} records to {args.out}")
+    else:
+        print(out)
+    return EXIT_OK
