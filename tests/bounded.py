@@ -20,7 +20,7 @@ from tests.conftest import REPO
 # size of the (large) pytest process it was forked from.
 _CHILD = """\
 import os, sys
-from coordinator.cli import main
+from coordinator.cli.main import main
 try:
     rc = main(sys.argv[1:])
 finally:

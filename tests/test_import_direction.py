@@ -28,4 +28,4 @@ def test_no_agent_module_imports_the_coordinator_even_inside_a_function():
 def test_the_import_check_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from coordinator.planning.plan import Plan\n    import coordinator.cli.main\n")
-    assert [name for _, name in _imports(module)] == ["coordinator.planning.plan", "coordinator.cli"]
+    assert [name for _, name in _imports(module)] == ["coordinator.planning.plan", "coordinator.cli.main"]
