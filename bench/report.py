@@ -146,10 +146,9 @@ def main() -> int:
     records, comparisons = make_records(n)
     print(f"generated {len(records)} records, {len(comparisons)} comparisons in {time.perf_counter() - t0:.1f} s")
     targets = {"markdown": 5.0, "html": 30.0}
-    suffix = {"markdown": "md", "sqlite": "sqlite"}
     failed = False
-    for fmt in ("markdown", "csv", "json", "html", "sqlite"):
-        path = out_dir / f"report.{suffix.get(fmt, fmt)}"
+    for fmt, spec in reports.FORMATS.items():       # every registered format, with its file suffix
+        path = out_dir / f"report{spec.suffix}"
         t = time.perf_counter()
         reports.render(fmt, records, comparisons, out_path=path)
         dt = time.perf_counter() - t

@@ -7,7 +7,7 @@ hardware spec (cpu line epyc/threadripper(-pro)/xeon, ram >= 32 GB) that 6 of th
 simulated hardware classes meet; the gpus=1 cells also need a GPU, which 3 of those have.
 The 100 agents are the live probe's profile, varied (cpu brand/uarch/line/cores, RAM,
 GPUs, hostname) into 10 classes of 10 machines, with hardware_class recomputed by
-agent.machine.probe.hardware_class.
+agent.machine.hwclass.hardware_class.
 
 Timed with time.perf_counter, step by step as coordinator.cluster.run.execute does it:
 load_plan; place(all cells, axis, done) for the placements and the unmatched cells;
@@ -42,7 +42,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.engine.pipeline import agent_id_for
-from agent.machine.probe import HardwareProfile, hardware_class, probe, profile_labels
+from agent.machine.hwclass import hardware_class
+from agent.machine.labels import profile_labels
+from agent.machine.probe import probe
+from agent.machine.profile import HardwareProfile
 from agent.cluster.worker import BENCH_RESOURCE
 from coordinator.cluster.dispatch import LiveAgents, Task  # imports ray, as the coordinator does
 from coordinator.planning.placement import Agent, place

@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.store import spool
-from agent.store.file import open_store, result_key
+from agent.store.backends import open_store
+from agent.store.keys import result_key
 from bench.report import make_records
 from coordinator.results.records import load_records
 from coordinator.reports import render

@@ -28,7 +28,8 @@ def main(root: str, token: str, agents_json: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from agent.machine.probe import probe, profile_labels
+    from agent.machine.labels import profile_labels
+    from agent.machine.probe import probe
 
     agents = json.loads(agents_json)
     started = time.monotonic()

@@ -10,7 +10,8 @@ import math
 import pytest
 
 from agent.spec.record import Metric, ResultRecord
-from agent.store.file import open_store, result_key
+from agent.store.backends import open_store
+from agent.store.keys import result_key
 from coordinator import reports
 from coordinator.results.index import CATALOG_KEY, index_key
 from coordinator.results.record_check import MAX_DEPTH, BadRecord, check_record, parse_record

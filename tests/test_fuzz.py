@@ -31,7 +31,9 @@ from agent.parsers import (ParseError, parse_llama_bench_csv, parse_llama_bench_
                            parse_llama_bench_markdown, parse_llama_bench_sql, parse_posted_text, parse_sweep_bench)
 from coordinator.errors import UserError
 from coordinator.results.importers import ImportFailed, import_text
-from coordinator.matrix.schema import ENGINE_KINDS, KNOWN_QUANTS, MatrixError, validate_matrix
+from agent.spec.yaml_lines import MatrixError
+from coordinator.matrix.loading import validate_matrix
+from coordinator.matrix.vocabulary import ENGINE_KINDS, KNOWN_QUANTS
 from agent.spec.yaml_lines import parse_with_lines
 from tests.conftest import REPO
 from tests.test_parsers import SAMPLES
@@ -438,7 +440,7 @@ def test_an_alias_bomb_is_refused_at_an_alias_in_bounded_time_or_is_small_enough
 
 def _brute_force(axes: dict, include: list[dict], exclude: list[dict]) -> list[dict]:
     """GitHub's expansion done the obvious way (the product, built whole), to check the real one."""
-    from coordinator.matrix.schema import _same
+    from coordinator.matrix.expansion import same as _same
 
     combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
     combos = [c for c in combos if not any(all(_same(c[k], v) for k, v in e.items()) for e in exclude)]
@@ -475,7 +477,7 @@ def huge_axes(draw) -> tuple[dict, int]:
 @settings(max_examples=80, **FUZZ)
 @given(huge_axes())
 def test_huge_axes_are_counted_before_expansion_refused_with_the_count_or_expanded_as_github_does(case):
-    from coordinator.matrix.schema import count_cells
+    from coordinator.matrix.expansion import count_cells
 
     data, max_cells = case
     m = data["matrix"]

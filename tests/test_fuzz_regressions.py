@@ -21,7 +21,8 @@ from agent.parsers import (
     parse_sweep_bench,
 )
 from coordinator.results.importers import ImportFailed, import_text
-from coordinator.matrix.schema import MatrixError, validate_matrix
+from agent.spec.yaml_lines import MatrixError
+from coordinator.matrix.loading import validate_matrix
 from agent.spec.yaml_lines import parse_with_lines
 from tests.test_untrusted_matrix import BASE
 

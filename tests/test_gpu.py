@@ -20,7 +20,8 @@ from agent.engine.build import BuildError, build_flags, cuda_architectures, make
 from agent.spec.cellspec import (CellSpec, EngineSpec, Hygiene, ModelSpec, RefSpec, Repetitions, SdistSource,
                             ToolArgs)
 from agent.engine.pipeline import _gpu_env, run_cell
-from agent.machine.probe import PROFILE_ENV, GpuDevice, GpuInfo, HardwareProfile
+from agent.machine.override import PROFILE_ENV
+from agent.machine.profile import GpuDevice, GpuInfo, HardwareProfile
 from agent.engine.runner import engine_env
 from agent.engine.sources import ResolvedSource
 from coordinator.planning.plan import load_plan
@@ -243,7 +244,7 @@ def test_the_derived_cuda_flags_reach_cmake_in_a_build_of_their_own(tmp_path, mo
 
 
 def _real_gpu_skip_reason() -> str | None:
-    from agent.machine.probe import probe_gpus
+    from agent.machine.readers import probe_gpus
 
     if build_mod.find_nvcc() is None:
         return "no nvcc on PATH or in /usr/local/cuda/bin: the real CUDA build is checked on a GPU machine"

@@ -6,8 +6,10 @@ import re
 import pytest
 
 from coordinator.planning.hardware_match import matches
-from coordinator.matrix.schema import (QUANTS_COMMON, QUANTS_IK_ONLY, QUANTS_MAINLINE_ONLY, MatrixError,
-                                expand_axes, load_matrix)
+from agent.spec.registry import QUANTS_COMMON, QUANTS_IK_ONLY, QUANTS_MAINLINE_ONLY
+from agent.spec.yaml_lines import MatrixError
+from coordinator.matrix.expansion import expand_axes
+from coordinator.matrix.loading import load_matrix
 from agent.spec.yaml_lines import load_with_lines
 
 VALID = """\
@@ -38,7 +40,7 @@ hardware:
   gpu:
     count: ">=0"
   ram_gb: ">=4"
-per: class
+  per: class
 matrix:
   ref:
     - {name: main, engine: mainline, tag: b6000}
@@ -486,7 +488,7 @@ def test_a_huge_matrix_is_counted_not_built_and_refused_with_its_cell_count(tmp_
 
 
 def test_max_cells_raises_the_cap_and_excluded_cells_do_not_count(tmp_path):
-    from coordinator.matrix.schema import MAX_CELLS
+    from coordinator.matrix.vocabulary import MAX_CELLS
 
     text = axes(4, 10) + "  exclude:\n    - {n_prompt: 1}\n"                 # 10,000 less 1,000
     assert len(load_matrix(write(tmp_path, text)).cells()) == 9_000 <= MAX_CELLS
@@ -513,7 +515,7 @@ def test_include_and_exclude_hold_at_most_a_thousand_entries_each(tmp_path):
 def test_a_20000_value_axis_is_checked_for_duplicates_in_well_under_a_second(tmp_path):
     import time
 
-    from coordinator.matrix.schema import validate_matrix
+    from coordinator.matrix.loading import validate_matrix
     from agent.spec.yaml_lines import load_with_lines
 
     # Before: 66 s, the duplicate checks being quadratic.

@@ -9,7 +9,7 @@ import pytest
 
 from agent.spec.cellspec import CellSpec, EngineSpec, Hygiene, ModelSpec, RefSpec, Repetitions
 from agent.engine.pipeline import run_cell
-from agent.store.file import open_store
+from agent.store.backends import open_store
 from tests.fake_engine import make_fake_engine_repo
 
 

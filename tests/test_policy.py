@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.volunteer import policy as P
+from agent.volunteer.offer import lease_terms, refusal, terms_allow
 from agent.volunteer.policy import (
     IdlePolicy,
     Ledger,
@@ -19,14 +20,11 @@ from agent.volunteer.policy import (
     PolicyError,
     disk_problem,
     idle_problem,
-    lease_terms,
     load_policy,
     pause_reason,
     prune,
-    refusal,
-    source_id,
-    terms_allow,
 )
+from agent.volunteer.source_names import source_id
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA = "https://github.com/ggml-org/llama.cpp"

@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+import agent.machine.override as override_mod
 import agent.machine.probe as probe_mod
-from agent.machine.probe import (
-    CpuInfo, GpuDevice, GpuInfo, HardwareProfile, MemoryInfo, ProfileError,
-    apply_profile_override, format_profile, hardware_class, load_profile_override, probe,
-    profile_labels, slugify_label,
-)
+import agent.machine.readers as readers_mod
+from agent.machine.hwclass import hardware_class
+from agent.machine.labels import profile_labels, slugify_label
+from agent.machine.output import format_profile
+from agent.machine.override import apply_profile_override, load_profile_override
+from agent.machine.probe import probe
+from agent.machine.profile import CpuInfo, GpuDevice, GpuInfo, HardwareProfile, MemoryInfo, ProfileError
 from agent.machine.uarch import (
     AMD_FAMILIES, INTEL_FAMILIES, amd_uarch, cpu_uarch, intel_uarch, isa_flags, product_line,
 )
@@ -44,7 +47,7 @@ def record(name: str) -> dict:
 @pytest.fixture(scope="module")
 def live_profile():
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(probe_mod.PROFILE_ENV, raising=False)
+        mp.delenv(override_mod.PROFILE_ENV, raising=False)
         return probe()
 
 
@@ -135,7 +138,7 @@ def test_this_machine_probes_a_uarch_when_its_family_is_known(live_profile):
 
 
 def test_this_machine_hardware_class_is_stable_across_two_probes(live_profile, monkeypatch):
-    monkeypatch.delenv(probe_mod.PROFILE_ENV, raising=False)
+    monkeypatch.delenv(override_mod.PROFILE_ENV, raising=False)
     again = probe()
     assert again.hardware_class == live_profile.hardware_class
     assert re.fullmatch(r"[0-9a-f]{12}", again.hardware_class)
@@ -168,7 +171,7 @@ def test_nvml_driver_not_loaded_becomes_zero_gpus_with_a_reason(monkeypatch):
     def fail():
         raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
     monkeypatch.setattr(pynvml, "nvmlInit", fail)
-    gpus = probe_mod.probe_gpus()
+    gpus = readers_mod.probe_gpus()
     assert gpus.count == 0 and "not loaded" in gpus.error
 
 
@@ -195,7 +198,7 @@ def test_nvml_devices_are_collected_and_unsupported_fields_become_none(monkeypat
     }
     for name, fn in fake.items():
         monkeypatch.setattr(pynvml, name, fn)
-    gpus = probe_mod.probe_gpus()
+    gpus = readers_mod.probe_gpus()
     assert gpus.error is None and gpus.count == len(boards)
     assert [d.name for d in gpus.devices] == ["NVIDIA GeForce RTX 3090", "NVIDIA RTX A4500"]
     first = gpus.devices[0]
@@ -205,10 +208,10 @@ def test_nvml_devices_are_collected_and_unsupported_fields_become_none(monkeypat
 
 
 def test_probe_survives_missing_sys_proc_and_os_release(tmp_path, monkeypatch):
-    monkeypatch.delenv(probe_mod.PROFILE_ENV, raising=False)
-    monkeypatch.setattr(probe_mod, "SYS", tmp_path / "sys")
-    monkeypatch.setattr(probe_mod, "PROC", tmp_path / "proc")
-    monkeypatch.setattr(probe_mod, "OS_RELEASE", tmp_path / "os-release")
+    monkeypatch.delenv(override_mod.PROFILE_ENV, raising=False)
+    monkeypatch.setattr(readers_mod, "SYS", tmp_path / "sys")
+    monkeypatch.setattr(readers_mod, "PROC", tmp_path / "proc")
+    monkeypatch.setattr(readers_mod, "OS_RELEASE", tmp_path / "os-release")
     profile = probe()
     assert profile.cpu.sockets == 1 and profile.cpu.numa_nodes == 1 and profile.cpu.cores >= 1
     assert profile.cpu.caches == {}
@@ -231,9 +234,9 @@ def test_topology_counts_cores_threads_sockets_and_numa_from_sysfs(tmp_path, mon
     (sys_root / "devices/system/cpu/cpu99").mkdir()          # offline: no topology
     for node in range(2):
         (sys_root / f"devices/system/node/node{node}").mkdir(parents=True)
-    monkeypatch.setattr(probe_mod, "SYS", sys_root)
-    assert probe_mod.cpu_topology() == (len(set(layout)), len(layout), 2)
-    assert probe_mod.numa_node_count() == 2
+    monkeypatch.setattr(readers_mod, "SYS", sys_root)
+    assert readers_mod.cpu_topology() == (len(set(layout)), len(layout), 2)
+    assert readers_mod.numa_node_count() == 2
 
 
 def test_caches_read_level_type_and_size_per_index(tmp_path, monkeypatch):
@@ -246,8 +249,8 @@ def test_caches_read_level_type_and_size_per_index(tmp_path, monkeypatch):
         (d / "level").write_text(level)
         (d / "type").write_text(kind)
         (d / "size").write_text(size)
-    monkeypatch.setattr(probe_mod, "SYS", tmp_path)
-    assert probe_mod.cpu_caches() == {"l1d_kb": 48, "l1i_kb": 32, "l2_kb": 2048, "l3_kb": 105 * 1024}
+    monkeypatch.setattr(readers_mod, "SYS", tmp_path)
+    assert readers_mod.cpu_caches() == {"l1d_kb": 48, "l1i_kb": 32, "l2_kb": 2048, "l3_kb": 105 * 1024}
 
 
 def test_cpuinfo_is_fetched_once_per_process(monkeypatch):
@@ -259,7 +262,7 @@ def test_cpuinfo_is_fetched_once_per_process(monkeypatch):
         calls.append(1)
         return {"brand_raw": rec["brand"], "vendor_id_raw": "AuthenticAMD", "family": rec["family"],
                 "model": rec["model"], "stepping": rec["stepping"], "flags": rec["flags"].split()}
-    monkeypatch.setattr(probe_mod, "_CPUINFO", None)
+    monkeypatch.setattr(readers_mod, "_CPUINFO", None)
     monkeypatch.setattr(cpuinfo, "get_cpu_info", fake_get_cpu_info)
     first, second = probe_mod.probe_cpu(), probe_mod.probe_cpu()
     assert len(calls) == 1
@@ -267,7 +270,7 @@ def test_cpuinfo_is_fetched_once_per_process(monkeypatch):
 
 
 def test_missing_tool_version_is_none():
-    assert probe_mod.tool_version(["hwmatrix-no-such-tool-xyz", "--version"]) is None
+    assert readers_mod.tool_version(["hwmatrix-no-such-tool-xyz", "--version"]) is None
 
 
 # ------------------------------------------------------------ hardware class
@@ -308,7 +311,7 @@ def test_override_file_is_merged_over_the_probe_and_class_recomputed(tmp_path, m
         "cpu": {"brand": "AMD Ryzen Threadripper PRO 3955WX 16-Cores", "uarch": "zen2"},
         "gpus": {"devices": [{"index": 0, "name": "NVIDIA GeForce RTX 3090", "vram_mb": 24576}]},
     }))
-    monkeypatch.setenv(probe_mod.PROFILE_ENV, str(path))
+    monkeypatch.setenv(override_mod.PROFILE_ENV, str(path))
     profile = probe()
     assert profile.cpu.brand.endswith("3955WX 16-Cores") and profile.cpu.uarch == "zen2"
     assert profile.cpu.threads == live_profile.cpu.threads          # untouched keys kept

@@ -13,7 +13,8 @@ import pytest
 from agent.store import s3 as s3store
 
 from agent.store import spool
-from agent.store.file import Clash, StoreError, open_store, result_key
+from agent.store.backends import open_store
+from agent.store.keys import Clash, StoreError, result_key
 from agent.store.upload import put_url
 from coordinator.results.index import CATALOG_KEY, index_key, refresh_index
 from coordinator.results.records import load_records

@@ -193,7 +193,7 @@ def test_a_real_build_quantize_and_cell_run_confined(tmp_path, monkeypatch):
     in the sandboxed build root (never the trusted one)."""
     from agent.spec.cellspec import CellSpec, EngineSpec, Hygiene, ModelSpec, RefSpec, Repetitions
     from agent.engine.pipeline import run_cell
-    from agent.store.file import open_store
+    from agent.store.backends import open_store
 
     monkeypatch.setenv("HWMATRIX_SPOOL", str(tmp_path / "spool"))
     store_url = (tmp_path / "store").as_uri()

@@ -6,7 +6,9 @@ import json
 import pytest
 
 from agent.store import spool
-from agent.store.file import Clash, FileStore, StoreError, open_store, result_key
+from agent.store.backends import open_store
+from agent.store.file import FileStore
+from agent.store.keys import Clash, StoreError, result_key
 
 
 def test_conditional_write_rejects_a_different_record_at_the_same_key(tmp_path):
@@ -91,7 +93,7 @@ def test_junk_at_a_record_key_is_no_ok_record_and_a_real_record_replaces_it(tmp_
     # Before: recorded_ok and the spool's settle_clash called .get on whatever JSON was
     # stored, so an array there (or bytes that are no JSON, or JSON nested too deep) ended
     # in a traceback.
-    from agent.store.file import recorded_ok
+    from agent.store.keys import recorded_ok
 
     monkeypatch.setenv("HWMATRIX_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HWMATRIX_SPOOL", raising=False)

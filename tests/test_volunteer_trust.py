@@ -24,14 +24,14 @@ THIRD = {**PROFILE, "hardware_class": "test-class-0003"}
 def make_record(spec: dict, agent: dict, hw_class: str = PROFILE["hardware_class"],
                 samples: tuple = (100.0, 101.5, 99.0)) -> dict:
     """What the pipeline writes for an ok cell of ``spec`` (one engine process)."""
-    from agent.engine import tools as engines
+    from agent.engine import tools
     from agent.spec.cellspec import CellSpec
     from agent.spec.record import Metric, ResultRecord
     from agent.engine.sources import sdist_repo_id
-    from agent.store.file import log_key
+    from agent.store.keys import log_key
 
     cell = CellSpec.model_validate(spec)
-    argv = engines.invocation(cell, f"/home/donor/.cache/hwmatrix/sandboxed/builds/k/bin/{cell.tool}",
+    argv = tools.invocation(cell, f"/home/donor/.cache/hwmatrix/sandboxed/builds/k/bin/{cell.tool}",
                               "/home/donor/.cache/hwmatrix/models/tiny-Q8_0.gguf", len(samples))
     record = ResultRecord(
         run_id=cell.run_id, matrix={"name": cell.matrix_name, "hash": cell.matrix_hash}, cell_id=cell.cell_id,
@@ -62,7 +62,7 @@ def upload(client, lease: str, key: str, blob: bytes) -> None:
 def deliver(server, agent: dict, record: dict | bytes, profile: dict = PROFILE) -> tuple[dict, dict]:
     """Lease a cell, upload ``record`` (a dict, or the bytes as they are) as its result, complete.
     Returns (the lease answer, the complete answer or {"status", "error"})."""
-    from agent.store.file import result_key
+    from agent.store.keys import result_key
 
     client = server.client(agent["key"])
     lease = client.call("lease", {"profile": profile, "terms": TERMS})
@@ -160,7 +160,7 @@ def test_only_a_record_of_the_leased_cell_spec_with_sane_metrics_closes_a_lease(
 
 
 def test_a_replica_whose_primary_record_is_malformed_is_a_disagreement_not_a_500(seaweed, tmp_path):
-    from agent.store.file import result_key
+    from agent.store.keys import result_key
 
     server = WorkApiServer(tmp_path, seaweed, lease_s=30, replicate=1.0)
     try:
@@ -194,7 +194,7 @@ def test_a_record_grant_over_junk_or_with_a_bad_or_oversized_size_gets_an_answer
     # granter read the old record with json.loads and .get), a size that is no number was a
     # 500 too, and a record grant had no size limit at all.
     from agent.store.s3 import sha256_b64
-    from agent.store.file import result_key
+    from agent.store.keys import result_key
     from coordinator.results.record_check import MAX_RECORD_BYTES
 
     work_api.queue(tiny_matrix(tmp_path))

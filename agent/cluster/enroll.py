@@ -17,7 +17,8 @@ from typing import Callable
 
 from agent.store import spool
 from agent.cluster.auth import TokenError, token_env
-from agent.machine.probe import probe, profile_labels
+from agent.machine.labels import profile_labels
+from agent.machine.probe import probe
 from agent.cluster.worker import BENCH_RESOURCE
 
 ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$")

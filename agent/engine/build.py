@@ -20,8 +20,9 @@ from pathlib import Path
 
 from agent.engine import sandbox
 from agent.paths import cache_dir
-from agent.machine.probe import proc_cpuinfo
+from agent.machine.readers import cmake_version, compiler_version, cpuinfo_fields, proc_cpuinfo
 from agent.engine.sources import ResolvedSource, cache_lock, export_tree
+from agent.spec.registry import EXAMPLES_DIRS
 
 # Keep builds offline and small; mainline reads LLAMA_BUILD_APP/OPENSSL only in newer trees.
 OFFLINE_FLAGS = [
@@ -45,28 +46,12 @@ class BuildError(RuntimeError):
         self.log_path = log_path
 
 
-def _first_line(argv: list[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.splitlines()[0].strip() if out.strip() else None
-
-
-def toolchain_versions() -> dict:
-    return {"compiler": _first_line(["c++", "--version"]), "cmake": _first_line(["cmake", "--version"]),
-            "ccache": _first_line(["ccache", "--version"]) if shutil.which("ccache") else None}
-
-
 def native_isa() -> str:
     """What -march=native sees: the CPU model and its full flag list, as one short digest."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    fields = cpuinfo_fields()
+    if fields is None:
         return "unknown"
-    first = text.split("\n\n", 1)[0]
-    wanted = [line.split(":", 1)[1].strip() for line in first.splitlines()
-              if line.split(":", 1)[0].strip() in ("vendor_id", "cpu family", "model", "flags")]
+    wanted = [value for key, value in fields.items() if key in ("vendor_id", "cpu family", "model", "flags")]
     return hashlib.sha256("|".join(wanted).encode()).hexdigest()[:16]
 
 
@@ -225,14 +210,14 @@ class BuildResult:
 
 
 def make_key(resolved: ResolvedSource, cmake_flags: list[str]) -> BuildKey:
-    tools = toolchain_versions()
     isa = native_isa() if native_enabled(cmake_flags) else None
     nvcc = None
     if _on(cmake_option(cmake_flags, "GGML_CUDA")):
         found = find_nvcc()
         nvcc = (nvcc_release(found) if found else None) or "not found"
-    return BuildKey(resolved.repo_id, resolved.commit, tuple(cmake_flags), tools["compiler"], tools["cmake"],
-                    isa, nvcc, amx_left_out(cmake_flags))
+    # the toolchain is read as the profile reads it (agent.machine.readers)
+    return BuildKey(resolved.repo_id, resolved.commit, tuple(cmake_flags), compiler_version(),
+                    cmake_version(), isa, nvcc, amx_left_out(cmake_flags))
 
 
 def _hash_binary(bin_dir: Path, target: str) -> str:
@@ -249,8 +234,7 @@ def _hash_binary(bin_dir: Path, target: str) -> str:
 
 def _needs_examples(src: Path, targets: list[str]) -> bool:
     """ik (and mainline before mid-2025) keep the benchmark tools under examples/."""
-    names = {"llama-bench": "llama-bench", "llama-quantize": "quantize", "llama-sweep-bench": "sweep-bench"}
-    return any((src / "examples" / names.get(t, t)).is_dir() for t in targets)
+    return any((src / "examples" / EXAMPLES_DIRS.get(t, t)).is_dir() for t in targets)
 
 
 def _trim(folder: Path, max_size: str) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from agent.engine import tools as engines
+from agent.engine import tools
 
 from agent.machine import hygiene
 
@@ -24,6 +24,7 @@ from agent.engine import models
 from agent.engine import sandbox
 from agent.engine.build import BuildError, build, build_flags
 from agent.spec.cellspec import CellSpec
+from agent.spec.registry import QUANTIZE, TOOLS
 from agent.parsers import ParseError
 from agent.paths import cache_dir
 from agent.machine.probe import probe
@@ -31,7 +32,8 @@ from agent.spec.record import ResultRecord, ci_half_width_pct, process_means, ut
 from agent.engine.runner import engine_env, run_process
 from agent.engine.sources import SourceError, resolve
 from agent.store.spool import SPOOLED_NOTE, Granter, deliver, spool_record
-from agent.store.file import log_key, open_store, recorded_ok, result_key
+from agent.store.backends import open_store
+from agent.store.keys import log_key, recorded_ok, result_key
 
 Reporter = Callable[[str, str, str], None]     # (cell id, phase, detail)
 PhaseReporter = Callable[[str, str], None]     # (phase, detail) of one cell
@@ -43,9 +45,9 @@ def agent_id_for(hostname: str | None) -> str:
 
 
 def _targets(spec: CellSpec) -> list[str]:
-    targets = [spec.tool]
+    targets = [TOOLS[spec.tool].target]
     if spec.quant:
-        targets.append("llama-quantize")
+        targets.append(QUANTIZE)
     return sorted(set(targets) | set(spec.build_targets))
 
 
@@ -176,11 +178,11 @@ def _prepare(cell: _Cell, report: PhaseReporter) -> None:
     record.engine["binary_hash"] = built.binary_hash.get(spec.tool)
     try:
         report("quantize" if spec.quant else "model", f"{spec.model.name} {spec.quant or ''}".strip())
-        quantize = built.bin("llama-quantize") if spec.quant else None
-        mfile = models.model_file(spec.model, spec.quant, quantize, built.binary_hash.get("llama-quantize"))
+        quantize = built.bin(QUANTIZE) if spec.quant else None
+        mfile = models.model_file(spec.model, spec.quant, quantize, built.binary_hash.get(QUANTIZE))
         record.model.update(path=str(mfile.path), sha256=mfile.sha256, source_sha256=mfile.source_sha256)
-        engines.check_args(spec.engine.kind, spec.tool, spec.args)
-    except (models.ModelError, engines.ArgError) as exc:
+        tools.check_args(spec.engine.kind, spec.tool, spec.args)
+    except (models.ModelError, tools.ArgError) as exc:
         record.status, record.error = "run_failed", str(exc)
         return
     cell.argv = [str(built.bin(spec.tool)), str(mfile.path)]
@@ -197,7 +199,7 @@ def _warm_up(cell: _Cell, report: PhaseReporter) -> None:
         record.status, record.error = "run_failed", str(exc)
         return
     record.hygiene["warmup"] = spec.hygiene.warmup
-    warmups = engines.warmup_invocations(spec, *cell.argv)
+    warmups = tools.warmup_invocations(spec, *cell.argv)
     for i, argv in enumerate(warmups):
         report("warmup", f"{i + 1}/{len(warmups)}")
         result = run_process(argv, cell.left_s(), cell.work / "warmup.out", cell.work / "warmup.err",
@@ -216,8 +218,8 @@ def _warm_up(cell: _Cell, report: PhaseReporter) -> None:
 def _measure_once(cell: _Cell, report: PhaseReporter) -> None:
     """One engine process; stops the cell on failure or once it reached its cap."""
     spec, record, rep = cell.spec, cell.record, cell.spec.repetitions
-    batch = engines.next_batch(spec, cell.done)
-    argv = engines.invocation(spec, cell.argv[0], cell.argv[1], batch)
+    batch = tools.next_batch(spec, cell.done)
+    argv = tools.invocation(spec, cell.argv[0], cell.argv[1], batch)
     report("run", f"{spec.tool} repetitions {cell.done + 1}-{cell.done + batch} (min {rep.min}, max {rep.max})")
     cell.processes += 1
     suffix = "" if cell.processes == 1 else f".{cell.processes}"
@@ -242,7 +244,7 @@ def _measure_once(cell: _Cell, report: PhaseReporter) -> None:
         record.status, record.error = "run_failed", f"{spec.tool} exited with {result.exit_code}: {tail}"
     else:
         try:
-            parsed = engines.parse_output(spec.tool, result.stdout(), result.stderr())
+            parsed = tools.parse_output(spec.tool, result.stdout(), result.stderr())
         except ParseError as exc:
             record.status, record.error = "parse_error", str(exc)
             return
@@ -260,7 +262,7 @@ def _precise_enough(cell: _Cell) -> bool:
         return False
     if rep.target_ci_pct is None:
         return True
-    metrics = engines.metrics_from(cell.spec.tool, cell.outputs)
+    metrics = tools.metrics_from(cell.spec.tool, cell.outputs)
     return bool(metrics) and all(ci_half_width_pct(process_means(m.samples, m.process_sizes)) <= rep.target_ci_pct
                                  for m in metrics.values())
 
@@ -279,7 +281,7 @@ def _group_finished(cells: list[_Cell]) -> bool:
 def _finish(cell: _Cell, report: PhaseReporter, grant: Granter | None = None) -> ResultRecord:
     """Metrics and repetition facts, then spool and deliver the record with its logs."""
     spec, record, rep = cell.spec, cell.record, cell.spec.repetitions
-    metrics_now = engines.metrics_from(spec.tool, cell.outputs) if cell.outputs else {}
+    metrics_now = tools.metrics_from(spec.tool, cell.outputs) if cell.outputs else {}
     if cell.argv is not None:
         record.repetitions = {
             "min": rep.min, "max": rep.max, "target_ci_pct": rep.target_ci_pct, "per_process": rep.per_process,

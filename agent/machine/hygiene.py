@@ -4,18 +4,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
+
+from agent.machine import readers
 
 
 class HygieneError(RuntimeError):
     """``drop_caches: require`` could not be honoured."""
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
 
 
 def drop_page_cache() -> tuple[bool, str]:
@@ -41,16 +35,12 @@ def wait_until_idle(max_load: float, limit_s: float = 300.0) -> tuple[float, flo
 
 
 def machine_state() -> dict:
-    """Facts that change between runs and move numbers: governor, boost, THP, load."""
-    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled")
-    if thp and "[" in thp:
-        thp = thp.split("[", 1)[1].split("]", 1)[0]
-    boost = _read("/sys/devices/system/cpu/cpufreq/boost")
-    no_turbo = _read("/sys/devices/system/cpu/intel_pstate/no_turbo")
+    """Facts that change between runs and move numbers: governor, boost, THP (read as the
+    profile reads them), load."""
     return {
-        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "boost": (boost == "1") if boost is not None else ((no_turbo == "0") if no_turbo is not None else None),
-        "thp": thp,
+        "governor": readers.cpu_governor(),
+        "boost": readers.cpu_boost(),
+        "thp": readers.transparent_hugepages(),
         "load_1m": os.getloadavg()[0],
     }
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from agent.spec.printable import shown
+from agent.spec.registry import ARGS
 
 from .common import (BUILD_FOOTER_RE, IK, MAINLINE, build_info, coerce, normalize_label, scan_all,
                      split_label, to_int)
@@ -23,18 +24,21 @@ _PARAMS_RE = re.compile(r"^([\d.]+)\s*([BMK])$")
 _SIZE_MULT = {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10, "B": 1}
 _PARAMS_MULT = {"B": 10**9, "M": 10**6, "K": 10**3}
 
-# Display name -> JSON key, mainline and ik together (they agree where both have the column).
+# Display name -> JSON key, mainline and ik together (they agree where both have the column):
+# the tool args' columns come from the registry, where an engine spells a field its own way too.
 DISPLAY_TO_FIELD = {
     "model": "model_type", "size": "model_size", "params": "model_n_params", "backend": "backends",
-    "be": "backends", "threads": "n_threads", "th": "n_threads", "ngl": "n_gpu_layers", "sm": "split_mode",
-    "mg": "main_gpu", "nkvo": "no_kv_offload", "fa": "flash_attn", "mmap": "use_mmap", "dio": "use_direct_io",
+    "be": "backends", "mg": "main_gpu", "nkvo": "no_kv_offload", "dio": "use_direct_io",
     "lm": "load_mode", "embd": "embeddings", "nopo": "no_op_offload", "noh": "no_host", "dev": "devices",
-    "ts": "tensor_split", "mla": "mla_attn", "amb": "attn_max_batch", "gr": "reuse", "rtr": "repack",
-    "defer": "defer_experts", "thp": "use_thp", "fmoe": "fused_moe", "ger": "grouped_er",
+    "gr": "reuse", "defer": "defer_experts", "thp": "use_thp", "ger": "grouped_er",
     "no-fug": "no_fused_up_gate", "no-ooae": "no_ooae", "cuda": "cuda_params", "cyc": "cycles",
+    **{column: arg.json for arg in ARGS.values() if arg.json for column in arg.columns},
 }
-IK_COLUMNS = frozenset({"mla", "amb", "gr", "ser", "rtr", "mqkv", "muge", "defer", "sas", "thp", "fmoe", "ger",
-                        "rcache", "no-fug", "no-ooae", "cuda", "max_gpu"})
+ENGINE_FIELDS = {(column, kind): field for arg in ARGS.values() for kind, field in arg.json_by_engine.items()
+                 for column in arg.columns}
+# Columns only ik prints: its own args' and these.
+IK_COLUMNS = frozenset({"gr", "ser", "mqkv", "muge", "defer", "sas", "thp", "ger", "rcache", "no-fug", "no-ooae",
+                        "cuda", "max_gpu"} | {c for arg in ARGS.values() if arg.engines == (IK,) for c in arg.columns})
 MAINLINE_COLUMNS = frozenset({"dev", "nopo", "noh", "n_cpu_moe", "cpu_mask", "cpu_strict", "poll", "lm", "dio",
                               "th", "be"})
 
@@ -105,9 +109,7 @@ def table_kind(header: list[str]) -> str | None:
 
 
 def _convert(name: str, value: str, engine: str | None):
-    key = DISPLAY_TO_FIELD.get(name, name)
-    if name == "ot":
-        key = "override_tensor" if engine == IK else "tensor_buft_overrides"
+    key = ENGINE_FIELDS.get((name, engine)) or DISPLAY_TO_FIELD.get(name, name)
     try:            # 400 digits are infinite as a float (round() refuses it); "1.5.6" fits [\d.]+
         if key == "model_size" and (m := _SIZE_RE.match(value)):
             return key, int(round(float(m[1]) * _SIZE_MULT[m[2]]))

@@ -6,18 +6,18 @@ store key is re-checked here with the same ``agent.spec.flags`` checks the matri
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
-from agent.spec.flags import (ARG_BOUNDS, OT_MAX, TINY_PARAM_MAX, cmake_flag_problem, name_problem, path_problem,
-                         ref_name_problem, ref_value_problem, repo_problem, version_problem)
-from agent.store.file import ClashPolicy
+from agent.spec.flags import (GPUS_BOUNDS, TINY_PARAM_MAX, cmake_flag_problem, name_problem, path_problem,
+                              ref_name_problem, ref_value_problem, repo_problem, version_problem)
+from agent.spec.registry import (ARGS, BOOL, CHOICE, ENGINES, INT, KV_TYPE, OVERRIDES, TENSOR_SPLIT, TOOLS,
+                                 ArgSpec)
+from agent.spec.clash import ClashPolicy
 
-ToolName = Literal["llama-bench", "llama-sweep-bench"]
-EngineKind = Literal["llama.cpp", "ik_llama.cpp"]
-
-
+ToolName = Literal[tuple(TOOLS)]
+EngineKind = Literal[tuple(ENGINES)]
 
 
 def _checked(problem_of):
@@ -39,11 +39,6 @@ CmakeFlag = Annotated[str, _checked(cmake_flag_problem)]
 Version = Annotated[str, _checked(version_problem)]
 Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{1,64}$")]
 Target = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
-
-
-def _arg(name: str):
-    lo, hi = ARG_BOUNDS[name]
-    return Field(None, ge=lo, le=hi)
 
 
 class _Strict(BaseModel):
@@ -119,28 +114,27 @@ class Hygiene(_Strict):
     max_load: float | None = None   # wait until the 1-min load per core is below this
 
 
-class ToolArgs(_Strict):
-    """Typed, bounded tool arguments: only these ever reach an engine's argv."""
-    n_prompt: int | None = _arg("n_prompt")
-    n_gen: int | None = _arg("n_gen")
-    depth: int | None = _arg("depth")
-    batch: int | None = _arg("batch")
-    ubatch: int | None = _arg("ubatch")
-    threads: int | None = _arg("threads")
-    ngl: int | None = _arg("ngl")
-    fa: bool | None = None
-    ctk: str | None = Field(None, pattern=r"^[a-zA-Z0-9_]{1,16}$")
-    ctv: str | None = Field(None, pattern=r"^[a-zA-Z0-9_]{1,16}$")
-    mla: int | None = _arg("mla")
-    amb: int | None = _arg("amb")
-    rtr: bool | None = None
-    fmoe: bool | None = None
-    ctx: int | None = _arg("ctx")
-    nrep: int | None = _arg("nrep")
-    sm: Literal["none", "layer", "row", "graph"] | None = None
-    ts: str | None = Field(None, pattern=r"^[0-9.]+(/[0-9.]+)*$")
-    ot: Annotated[str, Field(max_length=OT_MAX), _checked(_one_line)] | None = None
-    mmap: bool | None = None
+def _arg_field(arg: ArgSpec) -> tuple[Any, Any]:
+    """The agent's type for one registry argument: the bounds and shapes that keep argv inert."""
+    if arg.type == INT:
+        return int | None, Field(None, ge=arg.bounds[0], le=arg.bounds[1])
+    if arg.type == BOOL:
+        return bool | None, None
+    if arg.type == CHOICE:
+        return Literal[arg.choices] | None, None
+    if arg.type == KV_TYPE:
+        return str | None, Field(None, pattern=r"^[a-zA-Z0-9_]{1,16}$")
+    if arg.type == TENSOR_SPLIT:
+        return str | None, Field(None, pattern=r"^[0-9.]+(/[0-9.]+)*$")
+    if arg.type == OVERRIDES:
+        return Annotated[str, Field(max_length=arg.max_length), _checked(_one_line)] | None, None
+    raise TypeError(f"argument {arg.name!r} has type {arg.type!r}, which the cell spec has no type for")
+
+
+ToolArgs = create_model(
+    "ToolArgs", __base__=_Strict, __module__=__name__,
+    __doc__="Typed, bounded tool arguments (one field per registry argument): only these ever reach an engine's argv.",
+    **{arg.name: _arg_field(arg) for arg in ARGS.values()})
 
 
 class CellSpec(_Strict):
@@ -155,7 +149,7 @@ class CellSpec(_Strict):
     quant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,32}$")] | None = None
     tool: ToolName = "llama-bench"
     args: ToolArgs = Field(default_factory=ToolArgs)
-    gpus: int | None = _arg("gpus")   # first k GPUs visible; None = leave as is, 0 = none
+    gpus: int | None = Field(None, ge=GPUS_BOUNDS[0], le=GPUS_BOUNDS[1])   # first k GPUs visible; None = leave as is, 0 = none
     repetitions: Repetitions = Field(default_factory=Repetitions)
     hygiene: Hygiene = Field(default_factory=Hygiene)
     timeout_s: float = 1800.0

@@ -11,12 +11,13 @@ import difflib
 import re
 from urllib.parse import unquote, urlsplit
 
-from agent.spec.cmake_options import OPTIONS as CMAKE_OPTIONS, PATH_OPTIONS as CMAKE_PATH_OPTIONS
+from agent.spec.cmake_options import PATH_OPTIONS as CMAKE_PATH_OPTIONS
 from agent.spec.printable import find_steering, is_steering
+from agent.spec.registry import ENGINES
 
 __all__ = [
-    "CMAKE_ALLOWED_EXACT", "CMAKE_OPTIONS", "CMAKE_TYPES", "CMAKE_BOOL", "CUDA_ARCH_SPECIAL",
-    "REPO_SCHEMES", "NAME_MAX", "PATH_MAX", "ARG_BOUNDS", "OT_MAX", "TINY_PARAM_MAX",
+    "CMAKE_ALLOWED_EXACT", "CMAKE_TYPES", "CMAKE_BOOL", "CUDA_ARCH_SPECIAL",
+    "REPO_SCHEMES", "NAME_MAX", "PATH_MAX", "GPUS_BOUNDS", "TINY_PARAM_MAX",
     "cmake_options", "cmake_flag_problem", "cuda_architectures_problem", "git_ref_problem", "commit_problem",
     "pr_problem", "ref_value_problem", "ref_name_problem", "repo_problem", "path_problem",
     "name_problem", "version_problem",
@@ -32,14 +33,10 @@ REPO_SCHEMES = ("https", "ssh", "git", "file")
 NAME_MAX = 128          # names become store key parts (the store takes up to 200)
 PATH_MAX = 4096
 
-# Tool args an engine's argv may get, as (least, most); the matrix and the agent share them
-# so a matrix the coordinator accepts is never refused by an agent.
-ARG_BOUNDS = {
-    "n_prompt": (0, 1_000_000), "n_gen": (0, 1_000_000), "depth": (0, 10_000_000),
-    "batch": (1, 1_000_000), "ubatch": (1, 1_000_000), "threads": (1, 4096), "ngl": (-1, 100_000),
-    "mla": (0, 3), "amb": (0, 1_000_000), "ctx": (1, 10_000_000), "nrep": (1, 1000), "gpus": (0, 1024),
-}
-OT_MAX = 2000
+# The first k GPUs a cell sees, as (least, most). The tool args' bounds are in the registry
+# (agent.spec.registry), which the matrix and the agent both read, so a matrix the
+# coordinator accepts is never refused by an agent.
+GPUS_BOUNDS = (0, 1024)
 TINY_PARAM_MAX = 1 << 20     # each dimension of a generated tiny model
 
 # Explicit ASCII classes throughout: Python's \d and \w also match other scripts' digits and letters.
@@ -59,17 +56,18 @@ def _control(text: str) -> bool:
     return find_steering(text) is not None
 
 
-_EITHER_ENGINE = tuple(frozenset().union(*sets) for sets in zip(*CMAKE_OPTIONS.values()))
+_EITHER_ENGINE = tuple(frozenset().union(*sets) for sets in zip(*(e.cmake for e in ENGINES.values())))
+_ANY_ENGINE = " or ".join(ENGINES)
 
 
 def cmake_options(kind: str | None) -> tuple[frozenset, frozenset]:
-    """(ON/OFF options, string options) of engine ``kind``; of either engine when None."""
-    return _EITHER_ENGINE if kind is None else CMAKE_OPTIONS[kind]
+    """(ON/OFF options, string options) of engine ``kind``; of any engine when None."""
+    return _EITHER_ENGINE if kind is None else ENGINES[kind].cmake
 
 
 def cmake_flag_problem(flag: str, kind: str | None = None) -> str | None:
     """Why ``flag`` is not an allowed ``-D<NAME>[:TYPE]=<VALUE>`` for engine ``kind``
-    (llama.cpp or ik_llama.cpp; None: for either). cmake runs it in the agent's build, so
+    (a registry engine kind; None: for any). cmake runs it in the agent's build, so
     only the options that engine has pass (``agent.spec.cmake_options``), none that names a file,
     and nothing that could pick a compiler, a launcher or a script."""
     m = _CMAKE_FLAG.fullmatch(flag)
@@ -84,7 +82,7 @@ def cmake_flag_problem(flag: str, kind: str | None = None) -> str | None:
         if kind and name in _EITHER_ENGINE[0] | _EITHER_ENGINE[1]:
             return f"{refused}: it is an option of the other engine, not of {kind}"
         hit = difflib.get_close_matches(name, sorted({*CMAKE_ALLOWED_EXACT, *bools, *strings}), n=1)
-        return (f"{refused}: it is not a cmake option of {kind or 'llama.cpp or ik_llama.cpp'}"
+        return (f"{refused}: it is not a cmake option of {kind or _ANY_ENGINE}"
                 + (f"; did you mean {hit[0]}?" if hit else
                    " (allowed: the engine's GGML_*/LLAMA_* options, " + ", ".join(CMAKE_ALLOWED_EXACT) + ")"))
     if typ is not None and typ.upper() not in CMAKE_TYPES:

@@ -1,8 +1,6 @@
-"""The store: one key layout, two backends (file:// here, s3:// in s3store), conditional writes.
+"""The file:// backend of the store: a directory tree, atomic and conditional writes.
 
-    <prefix>/runs/<run_id>/manifest.json
-    <prefix>/runs/<run_id>/results/<cell_id>/<agent_id>.json
-    <prefix>/runs/<run_id>/logs/<cell_id>/<agent_id>/{build.log,stdout.txt,stderr.txt}
+Its keys are ``agent.store.keys``'s layout, relative to the root directory.
 """
 from __future__ import annotations
 
@@ -10,95 +8,13 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
-from typing import Literal, get_args
+from typing import ClassVar
 from urllib.parse import unquote, urlparse
 
-ClashPolicy = Literal["reject", "replace", "keep-both"]
-CLASH_POLICIES: tuple[str, ...] = get_args(ClashPolicy)
-_SAFE_PART = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
-
-
-class StoreError(RuntimeError):
-    pass
-
-
-class Clash(StoreError):
-    """A conditional write found the key taken and the policy was ``reject``."""
-
-
-def _part(value: str) -> str:
-    if not _SAFE_PART.match(value) or value in (".", ".."):
-        raise StoreError(f"unsafe store key part {value!r}")
-    return value
-
-
-def manifest_key(run_id: str) -> str:
-    return f"runs/{_part(run_id)}/manifest.json"
-
-
-def result_key(run_id: str, cell_id: str, agent_id: str) -> str:
-    return f"runs/{_part(run_id)}/results/{_part(cell_id)}/{_part(agent_id)}.json"
-
-
-def results_prefix(run_id: str) -> str:
-    return f"runs/{_part(run_id)}/results/"
-
-
-def log_key(run_id: str, cell_id: str, agent_id: str, name: str) -> str:
-    return f"runs/{_part(run_id)}/logs/{_part(cell_id)}/{_part(agent_id)}/{_part(name)}"
-
-
-MAX_COPIES = 1000
-
-
-def copy_keys(key: str):
-    """Where `keep-both` puts the 1st, 2nd, ... copy of ``key``: a.json -> a.1.json, a.2.json."""
-    stem, dot, suffix = key.rpartition(".")
-    for n in range(1, MAX_COPIES):
-        yield f"{stem}.{n}.{suffix}" if dot and "/" not in suffix else f"{key}.{n}"
-
-
-def stored_object(data: bytes) -> dict | None:
-    """A stored record's JSON object, or None when the bytes are none (not JSON, an array,
-    a string: what a broken writer or an attacker may leave at a record's key)."""
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def is_ok_record(record: dict | None) -> bool:
-    return isinstance(record, dict) and record.get("status") == "ok"
-
-
-def settle_clash(previous: dict | None, policy: ClashPolicy) -> ClashPolicy:
-    """What to do when a record's key already holds other content: a failure record (or
-    no record at all, see ``stored_object``) is superseded by a later attempt; an ok one is
-    a clash the policy settles."""
-    return policy if is_ok_record(previous) else "replace"
-
-
-def recorded_ok(store, run_id: str, cell_id: str, hw_class: str, agent_id: str, others: bool) -> str | None:
-    """The agent whose ok record of this cell is stored: this agent's own (a retried task
-    never measures a cell twice), or with ``others`` any agent of the same hardware class
-    (one result per class: a thawed agent leaves the cell alone)."""
-    prefix = f"runs/{_part(run_id)}/results/{_part(cell_id)}/"
-    own = f"{prefix}{_part(agent_id)}.json"
-    for key in sorted(store.list(prefix), key=lambda k: k != own):
-        if not key.endswith(".json") or (key != own and not others):
-            continue
-        try:
-            rec = stored_object(store.get(key))
-        except KeyError:
-            continue
-        if is_ok_record(rec) and (key == own or rec.get("hardware_class") == hw_class):
-            return rec.get("agent_id")
-    return None
-
+from agent.spec.clash import ClashPolicy
+from agent.store.keys import Clash, StoreError, key_part, copy_keys
 
 TMP_DIR = ".tmp"        # at the store root, outside every key; same filesystem, so link and rename stay atomic
 
@@ -109,6 +25,16 @@ class FileStore:
     Temp files live in ``<root>/.tmp/``, never beside the keys, and each writer holds a lock
     on its temp file until it is done: a writer killed between write and link leaves a file
     whose lock is free, and the next open of the store removes it (``sweep_temp_files``)."""
+
+    grants: ClassVar[bool] = False              # an agent writes a file:// store itself
+    no_credentials_env: ClassVar[dict[str, str]] = {}
+    url_form: ClassVar[str] = "file://DIR"
+
+    @classmethod
+    def from_url(cls, url: str) -> FileStore:
+        """``file:///abs/dir``, ``file://rel/dir`` or a plain path."""
+        parsed = urlparse(url)
+        return cls(Path(unquote(parsed.netloc + parsed.path) if parsed.scheme else url).expanduser())
 
     def __init__(self, root: Path):
         self.root = root
@@ -159,7 +85,7 @@ class FileStore:
     def _path(self, key: str) -> Path:
         parts = key.split("/")
         for part in parts:
-            _part(part)
+            key_part(part)
         return self.root.joinpath(*parts)
 
     def put(self, key: str, data: bytes, on_clash: ClashPolicy = "reject") -> str:
@@ -254,16 +180,3 @@ class FileStore:
             self.put(key, data, on_clash="replace")
             return True
 
-
-def open_store(url: str):
-    """A store from its URL: ``file:///abs/dir``, ``file://rel/dir``, a plain path, or
-    ``s3://bucket/prefix`` (endpoint from AWS_ENDPOINT_URL, credentials from boto3's chain)."""
-    parsed = urlparse(url)
-    if parsed.scheme in ("", "file"):
-        path = unquote(parsed.netloc + parsed.path) if parsed.scheme else url
-        return FileStore(Path(path).expanduser())
-    if parsed.scheme == "s3":
-        from agent.store.s3 import S3Store
-
-        return S3Store(parsed.netloc, parsed.path)
-    raise StoreError(f"unknown store URL scheme {parsed.scheme!r} in {url!r} (use file://DIR or s3://BUCKET/PREFIX)")

@@ -13,8 +13,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlparse
 
-from agent.store.file import Clash, ClashPolicy, StoreError, _part, copy_keys
+from agent.spec.clash import ClashPolicy
+from agent.store.keys import Clash, StoreError, key_part, copy_keys
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 LOG_TAG = "hwmatrix-kind=log"          # the lifecycle rule in infra/s3 expires logs by this tag
@@ -60,19 +63,30 @@ def _code(exc) -> str:
 class S3Store:
     """``s3://bucket/prefix``; the prefix is part of every key."""
 
+    grants: ClassVar[bool] = True
+    no_credentials_env: ClassVar[dict[str, str]] = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+                                                    "AWS_SESSION_TOKEN": "", "AWS_EC2_METADATA_DISABLED": "true"}
+    url_form: ClassVar[str] = "s3://BUCKET/PREFIX"
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Store:
+        """``s3://bucket/prefix``; the endpoint from AWS_ENDPOINT_URL, credentials from boto3's chain."""
+        parsed = urlparse(url)
+        return cls(parsed.netloc, parsed.path)
+
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None):
         if not bucket:
             raise StoreError("an s3:// store needs a bucket: s3://BUCKET/PREFIX")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         for part in self.prefix.split("/") if self.prefix else []:
-            _part(part)
+            key_part(part)
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.client = s3_client(self.endpoint_url)
 
     def _key(self, key: str) -> str:
         for part in key.split("/"):
-            _part(part)
+            key_part(part)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _errors(self, exc: Exception, key: str) -> StoreError:
@@ -150,12 +164,12 @@ class S3Store:
         except BotoCoreError as exc:
             raise self._errors(exc, key) from None
 
-    def put_if(self, key: str, data: bytes, etag: str | None) -> bool:
-        """Write only if the object is still the version read (``etag``), or still absent
+    def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """Write only if the object is still the version read (its ETag), or still absent
         (``None``); False when someone else wrote first."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        condition = {"IfMatch": version} if version else {"IfNoneMatch": "*"}
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
                                    ChecksumSHA256=sha256_b64(data), **condition)

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from agent.paths import cache_dir
-from agent.store.file import Clash, ClashPolicy, log_key, open_store, result_key, settle_clash, stored_object
+from agent.spec.clash import ClashPolicy
+from agent.store.backends import open_store
+from agent.store.keys import Clash, log_key, result_key, settle_clash, stored_object
 
 SPOOLED_NOTE = "spooled, not yet stored"
 CLASH_MARK = "clash"            # an entry the store refused under `reject`: kept, not retried blindly

@@ -14,7 +14,7 @@ import ssl
 from urllib.parse import urlsplit
 
 from agent.store.s3 import sha256_b64
-from agent.store.file import Clash, StoreError
+from agent.store.keys import Clash, StoreError
 
 ROUNDS = 3
 

@@ -21,11 +21,12 @@ from agent.engine import sandbox
 from agent.spec.cellspec import CellSpec
 from agent.paths import cache_root
 from agent.engine.pipeline import run_cells
-from agent.volunteer.policy import Ledger, PolicyError, lease_terms, load_policy, pause_reason, refusal
+from agent.volunteer.offer import lease_terms, refusal
+from agent.volunteer.policy import Ledger, PolicyError, load_policy, pause_reason
 from agent.spec.printable import without_steering
 from agent.machine.probe import probe
 from agent.engine.sources import published_commits_only
-from agent.store.file import StoreError
+from agent.store.keys import StoreError
 from agent.volunteer.workclient import REASON_MAX, ApiError, WorkClient, load_credentials, save_credentials
 
 

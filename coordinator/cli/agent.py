@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from agent.store.file import CLASH_POLICIES
+from agent.spec.clash import CLASH_POLICIES
 from coordinator.cli.options import use_endpoint
 from coordinator.errors import EXIT_OK, UserError
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from agent.spec.registry import ENGINES
 from coordinator.cli.options import run_id_arg, store_options, store_url
 from coordinator.errors import EXIT_OK, UserError
 
@@ -11,7 +12,7 @@ def add_parser(sub) -> None:
     imp = sub.add_parser("import", help="import a posted llama-bench / sweep-bench result as records")
     imp.add_argument("file")
     imp.add_argument("--as", dest="label", required=True, help='what it ran on, e.g. "TR 3955WX 2x3090+A4500"')
-    imp.add_argument("--engine", choices=["llama.cpp", "ik_llama.cpp"], default=None)
+    imp.add_argument("--engine", choices=list(ENGINES), default=None)
     store_options(imp)
     imp.add_argument("--run-id", default=None, type=run_id_arg)
     imp.set_defaults(func=run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.store.file import StoreError
+from agent.store.keys import StoreError
 from coordinator.cli import agent, cluster, compare, imports, plan, probe, report, run, selftest, volunteers
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 

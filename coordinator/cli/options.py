@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from agent.store.backends import url_forms
 from coordinator.errors import UserError
 
-STORE_HELP = ("file://DIR or s3://BUCKET/PREFIX (default: $HWMATRIX_STORE or ~/.local/share/hwmatrix/store); "
+STORE_HELP = (f"{url_forms()} (default: $HWMATRIX_STORE or ~/.local/share/hwmatrix/store); "
               "S3 credentials come from boto3's usual chain, never from a matrix")
 
 
@@ -33,7 +34,8 @@ def store_url(args) -> str:
 
 def open_store(args):
     """The store the user asked for; one that cannot be opened is a one-line error."""
-    from agent.store.file import StoreError, open_store as open_url
+    from agent.store.backends import open_store as open_url
+    from agent.store.keys import StoreError
 
     try:
         return open_url(store_url(args))
@@ -75,7 +77,7 @@ def run_id_arg(text: str) -> str:
 def max_cells_option(parser: argparse.ArgumentParser) -> None:
     """--max-cells on plan, run and volunteers queue: the cells are counted before they are
     made, and a matrix that expands to more is refused with the count."""
-    from coordinator.matrix.schema import MAX_CELLS
+    from coordinator.matrix.vocabulary import MAX_CELLS
 
     parser.add_argument("--max-cells", type=_positive_int, default=MAX_CELLS, metavar="N",
                         help=f"refuse a matrix that expands to more than N cells (default {MAX_CELLS:,})")

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from coordinator.planning.plan import print_cluster_plan, print_plan
+    from coordinator.planning.preview import print_cluster_plan, print_plan
 
     if not args.address:
         return print_plan(args.file, args.max_cells)

@@ -11,7 +11,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from agent.machine.probe import ProfileError, format_profile, probe
+    from agent.machine.output import format_profile
+    from agent.machine.probe import probe
+    from agent.machine.profile import ProfileError
 
     try:
         print(format_profile(probe(), args.format))

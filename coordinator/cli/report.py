@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from coordinator.cli.options import axis_value, open_store, store_options
 from coordinator.errors import EXIT_OK, UserError
+from coordinator.reports import FORMATS, format_names, render
 
 
 def add_parser(sub) -> None:
-    rep = sub.add_parser("report", help="markdown / csv / json / html report of stored records")
+    text = " / ".join(f.name for f in FORMATS.values() if not f.binary)
+    rep = sub.add_parser("report", help=f"{text} report of stored records")
     store_options(rep)
     rep.add_argument("--run", action="append", help="run id (repeatable; default: every run in the store)")
     rep.add_argument("--matrix", default=None, help="only records of this matrix name")
@@ -14,9 +16,10 @@ def add_parser(sub) -> None:
     rep.add_argument("--class", dest="hw_class", default=None, help="only this hardware class")
     rep.add_argument("--since", default=None, help="only records finished on or after this ISO date")
     rep.add_argument("--until", default=None, help="only records finished on or before this ISO date")
-    rep.add_argument("--format", choices=["md", "markdown", "csv", "json", "html"], default="md")
-    rep.add_argument("--export", choices=["sqlite"], default=None,
-                     help="write llama-bench's SQLite schema (llama_bench table) for compare-llama-bench.py")
+    rep.add_argument("--format", choices=format_names(binary=False), default="md")
+    rep.add_argument("--export", choices=format_names(binary=True), default=None,
+                     help="a binary format, written to --out; sqlite: llama-bench's SQLite schema (llama_bench "
+                          "table) for compare-llama-bench.py")
     rep.add_argument("--out", default=None, help="write to this file instead of stdout")
     rep.add_argument("--baseline", type=axis_value, default=None, help="AXIS=VALUE for the A/B section")
     rep.add_argument("--candidate", type=axis_value, default=None)
@@ -27,12 +30,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from coordinator.results.compare import comparisons
     from coordinator.results.records import load_checked, warn_skipped
-    from coordinator.reports import render
     from coordinator.results.stats import Settings
 
-    fmt = "sqlite" if args.export == "sqlite" else args.format
-    if fmt == "sqlite" and not args.out:
-        raise UserError("--export sqlite needs --out FILE")
+    fmt = args.export or args.format
+    if args.export and not args.out:
+        raise UserError(f"--export {args.export} needs --out FILE")
     store = open_store(args)
     filters = {"matrix": args.matrix, "ref": args.ref, "hw_class": args.hw_class, "since": args.since,
                "until": args.until}

@@ -2,7 +2,7 @@
 cluster's agents."""
 from __future__ import annotations
 
-from agent.store.file import CLASH_POLICIES
+from agent.spec.clash import CLASH_POLICIES
 from coordinator.cli.options import max_cells_option, run_id_arg, store_options, store_url, use_token
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from agent.store.backends import BACKENDS, backend
+from agent.store.keys import StoreError
 from coordinator.cli.options import max_cells_option, run_id_arg, store_options, store_url
 from coordinator.errors import EXIT_OK, UserError
 
@@ -121,8 +123,13 @@ def cmd_queue(args) -> int:
     from coordinator.planning.plan import build_targets, load_plan
 
     url = store_url(args)
-    if not url.startswith("s3://"):
-        raise UserError("volunteer agents upload through presigned URLs: give an s3:// --store")
+    try:
+        grants = backend(url).grants
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+    if not grants:
+        raise UserError(f"volunteer agents upload through presigned URLs: give a --store that grants them "
+                        f"({', '.join(b.url_form for b in BACKENDS.values() if b.grants)})")
     plan = load_plan(args.file, args.max_cells)
     by_path = sorted({cell.model_name for cell in plan.cells if getattr(cell.model, "path", None)})
     if by_path:

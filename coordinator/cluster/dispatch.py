@@ -24,6 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agent.spec.cellspec import CellSpec
 from agent.cluster.worker import BENCH_RESOURCE, benchmark_group, drain_spool
+from agent.store.backends import no_credentials_env
 from coordinator.cluster.loopback import LOOPBACK
 from coordinator.cluster.progress import ProgressBoard, RunProgress
 from coordinator.cluster.uploads import Granter, UploadDesk, serve_desk
@@ -34,9 +35,12 @@ BUILD_STALE_S = float(os.environ.get("HWMATRIX_BUILD_STALE_S", 3600))
 STALE_MARGIN_S = float(os.environ.get("HWMATRIX_STALE_MARGIN_S", 60))     # start-up, parsing, upload
 SPOOL_WAIT_S = float(os.environ.get("HWMATRIX_SPOOL_WAIT_S", 600))         # a store down for minutes
 SPOOL_RETRY_S = 10.0
-# agents that upload through granted URLs run without the coordinator machine's AWS keys
-NO_STORE_CREDENTIALS = {"env_vars": {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "",
-                                     "AWS_EC2_METADATA_DISABLED": "true"}}
+
+
+def without_store_credentials() -> dict:
+    """The runtime env of agents that upload through granted URLs: none of the coordinator
+    machine's credentials for any store backend reach them."""
+    return {"env_vars": no_credentials_env()}
 
 
 @dataclass
@@ -125,7 +129,7 @@ def _submit(task: Task, board, as_json: dict[int, str], desk=None):
     else:
         options = {"label_selector": task.selector()}
     if desk is not None:
-        options["runtime_env"] = NO_STORE_CREDENTIALS
+        options["runtime_env"] = without_store_credentials()
     return benchmark_group.options(**options).remote(payload, board, desk)
 
 
@@ -218,7 +222,7 @@ def _drain(outcomes: list[Outcome], desk, granter: Granter | None, progress: Run
     waiting = {o.record["spooled_node"]: o.record["run_id"] for o in outcomes if o.record and o.record.get("spooled_node")}
     deadline = time.monotonic() + SPOOL_WAIT_S
     while waiting and time.monotonic() < deadline:
-        options = {"runtime_env": NO_STORE_CREDENTIALS} if desk is not None else {}
+        options = {"runtime_env": without_store_credentials()} if desk is not None else {}
         refs = {drain_spool.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), **options)
                 .remote(run_id, desk): node for node, run_id in waiting.items()}
         while True:

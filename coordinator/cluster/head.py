@@ -42,7 +42,8 @@ def cluster_up(bind: str, port: int, token_file: str | None, bench: bool, block:
             "--resources", json.dumps({BENCH_RESOURCE: 1 if bench else 0}), "--include-dashboard", "false",
             "--disable-usage-stats"]
     if bench:
-        from agent.machine.probe import probe, profile_labels
+        from agent.machine.labels import profile_labels
+        from agent.machine.probe import probe
         argv += ["--labels", ",".join(f"{k}={v}" for k, v in sorted(profile_labels(probe()).items()))]
     env = {**os.environ, **token_env(token)}
     join = f"hwmatrix agent join --address {address} --token-file {token}"

@@ -12,13 +12,16 @@ from tabulate import tabulate
 from agent.store import spool
 from agent.paths import default_store_url
 from agent.engine.pipeline import agent_id_for
-from agent.machine.probe import ProfileError, probe, profile_labels
+from agent.machine.labels import profile_labels
+from agent.machine.probe import probe
+from agent.machine.profile import ProfileError
 from agent.spec.record import ResultRecord, utc_now
-from agent.store.file import StoreError, manifest_key, open_store, result_key
+from agent.store.backends import open_store
+from agent.store.keys import StoreError, manifest_key, result_key
 from coordinator.results.records import stored_records
 from coordinator.errors import EXIT_CELLS_FAILED, EXIT_OK, UserError
 from coordinator.planning.placement import Agent, place
-from coordinator.matrix.schema import MAX_CELLS
+from coordinator.matrix.vocabulary import MAX_CELLS
 from coordinator.planning.plan import Plan, PlannedCell, build_targets, load_plan
 from coordinator.reports.table import comparison_table
 
@@ -187,7 +190,7 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
                       hw_class=p.hw_class, node_id=p.node_id) for p in placements]
         labels = {c.cell_id: c.label for c in plan.cells}
         granter = None
-        if store_url.startswith("s3://"):     # agents upload through URLs signed here; they hold no keys
+        if store.grants:     # agents upload through URLs signed here; they hold no keys
             from coordinator.cluster.uploads import Granter
 
             granter = Granter(store, run_id, {c.cell_id for p in placements for c in p.cells}, on_clash)

@@ -15,9 +15,9 @@ import re
 
 import ray
 
+from agent.spec.clash import ClashPolicy
+from agent.store.keys import Clash, StoreError, copy_keys, is_ok_record, recorded_ok, settle_clash, stored_object
 from agent.store.s3 import LOG_TAG, sha256_b64
-from agent.store.file import (Clash, ClashPolicy, StoreError, copy_keys, is_ok_record, recorded_ok, settle_clash,
-                         stored_object)
 from coordinator.results.record_check import MAX_RECORD_BYTES
 
 GRANT_EXPIRES_S = 300

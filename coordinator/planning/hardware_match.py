@@ -8,7 +8,8 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any
 
-from coordinator.matrix.schema import HardwareSpec, Range
+from coordinator.matrix.ranges import Range
+from coordinator.matrix.schema import HardwareSpec
 
 
 def _vendor(raw: Any) -> str | None:
@@ -108,3 +109,18 @@ def matches(spec: HardwareSpec | dict | None, profile: dict) -> tuple[bool, str 
               or _gpu(spec, profile.get("gpus") or {})
               or _within("ram_gb", spec.ram_gb, (profile.get("memory") or {}).get("ram_gb")))
     return (reason is None), reason
+
+
+def unmet(hardware: HardwareSpec | dict | None, gpus: int | None, profile: dict) -> str | None:
+    """The first reason ``profile`` cannot run a cell that asks for ``hardware`` and ``gpus``
+    GPUs, or None. The one fit rule: a local plan, a cluster placement and a volunteer lease
+    all ask it, so a machine fits a cell in all three or in none."""
+    ok, reason = matches(hardware, profile)
+    if not ok:
+        return reason
+    listed = profile.get("gpus") or {}
+    have = listed.get("count", 0) if isinstance(listed, dict) else None    # no GPU facts: none
+    known = isinstance(have, int) and not isinstance(have, bool)
+    if gpus and not (known and have >= gpus):      # an unknown count never fits, as in matches
+        return f"needs {gpus} GPUs for gpus={gpus}, has {have if known else 'unknown'}"
+    return None

@@ -8,19 +8,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from dataclasses import dataclass, field
-
-from tabulate import tabulate
 
 from agent.spec import cellspec as spec_types
 from agent.engine.build import cmake_option, needs_cuda
-from coordinator.errors import EXIT_OK, UserError
-from coordinator.planning.hardware_match import matches
-from coordinator.matrix.schema import MAX_CELLS, Matrix, MatrixError, load_matrix
-from coordinator.reports.model import display
-
-IK_ONLY_FLAGS = ("rtr", "fmoe")     # off is simply "not asked for" on mainline
+from coordinator.errors import UserError
+from coordinator.matrix.display import display
+from coordinator.planning.hardware_match import unmet
+from agent.spec.registry import QUANTIZE, TOOLS
+from agent.spec.yaml_lines import MatrixError
+from coordinator.matrix.loading import load_matrix
+from coordinator.matrix.schema import Matrix, cell_tool_args
+from coordinator.matrix.vocabulary import MAX_CELLS
 
 
 def _digest(value) -> str:
@@ -73,21 +72,11 @@ class PlannedCell:
         return (self.engine_name, self.ref.name, tuple(self.cmake), self.cuda)
 
     def tool_args(self) -> dict:
-        s = dict(self.settings)
-        batch = s.pop("batch", None)
-        if isinstance(batch, dict):
-            s["batch"], s["ubatch"] = batch.get("b"), batch.get("ub", s.get("ubatch"))
-        elif batch is not None:
-            s["batch"] = batch
-        args = {k: v for k, v in s.items() if k in spec_types.ToolArgs.model_fields and v is not None}
-        if self.engine.kind == "llama.cpp":
-            for flag in IK_ONLY_FLAGS:
-                if args.get(flag) is False:
-                    args.pop(flag)
-        return args
+        """The registry args this cell sets (both the matrix and the cell spec are built from it)."""
+        return cell_tool_args(self.settings, self.engine.kind)
 
     def needed_targets(self) -> set[str]:
-        return {self.settings["tool"]} | ({"llama-quantize"} if self.settings.get("quant") else set())
+        return {TOOLS[self.settings["tool"]].target} | ({QUANTIZE} if self.settings.get("quant") else set())
 
     def to_spec(self, run_id: str, store_url: str, build_targets: set[str] = frozenset(),
                 one_per_class: bool = True, on_clash: str = "reject") -> spec_types.CellSpec:
@@ -104,19 +93,19 @@ class PlannedCell:
         m = self.matrix
         return spec_types.CellSpec(
             run_id=run_id, matrix_name=m.name, matrix_hash=self.matrix_hash, cell_id=self.cell_id,
-            params=self.params, engine=self._part(("engine", self.engine_name), self._engine_spec),
-            ref=self._part(("ref", self.ref.name), lambda: spec_types.RefSpec(
+            params=self.params, engine=self.key_part(("engine", self.engine_name), self._engine_spec),
+            ref=self.key_part(("ref", self.ref.name), lambda: spec_types.RefSpec(
                 name=self.ref.name, kind=self.ref.kind, value=str(self.ref.value))),
-            model=self._part(("model", self.model_name), self._model_spec),
+            model=self.key_part(("model", self.model_name), self._model_spec),
             quant=self.settings.get("quant"), tool=self.settings["tool"],
             args=spec_types.ToolArgs(**self.tool_args()), gpus=self.settings.get("gpus"),
-            repetitions=self._part(("repetitions",), lambda: spec_types.Repetitions(**m.repetitions.model_dump())),
-            hygiene=self._part(("hygiene",), lambda: spec_types.Hygiene(**m.hygiene.model_dump())),
+            repetitions=self.key_part(("repetitions",), lambda: spec_types.Repetitions(**m.repetitions.model_dump())),
+            hygiene=self.key_part(("hygiene",), lambda: spec_types.Hygiene(**m.hygiene.model_dump())),
             timeout_s=float(m.timeout_s), store_url=store_url,
             build_targets=sorted(build_targets | self.needed_targets()), one_per_class=one_per_class,
             on_clash=on_clash)
 
-    def _part(self, key: tuple, make):
+    def key_part(self, key: tuple, make):
         if key not in self.spec_parts:
             self.spec_parts[key] = make()
         return self.spec_parts[key]
@@ -164,7 +153,9 @@ def load_plan(path: str, max_cells: int = MAX_CELLS) -> Plan:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"{path}: {exc.strerror}") from None
-    matrix_hash = _digest(matrix.model_dump(mode="json"))[:12]
+    # the dump is hashed with the top-level `per: class` every matrix had before `per` lived only
+    # under hardware, so run ids stay what they were and earlier runs resume
+    matrix_hash = _digest({**matrix.model_dump(mode="json"), "per": "class"})[:12]
     cells, spec_parts = [], {}
     for params in matrix.cells():
         settings = matrix.cell_settings(params)
@@ -209,66 +200,5 @@ def requirement_key(cell: PlannedCell) -> tuple:
 
 
 def cell_requirement(cell: PlannedCell, profile: dict) -> str | None:
-    """The first reason ``profile`` cannot run ``cell``, or None."""
-    ok, reason = matches(cell.matrix.hardware, profile)
-    if not ok:
-        return reason
-    want = cell.settings.get("gpus")
-    have = (profile.get("gpus") or {}).get("count", 0)
-    if want and have < want:
-        return f"needs {want} GPUs for gpus={want}, has {have}"
-    return None
-
-
-def print_plan(path: str, max_cells: int = MAX_CELLS) -> int:
-    from agent.machine.probe import ProfileError, probe
-
-    plan = load_plan(path, max_cells)
-    try:
-        profile = probe()
-    except ProfileError as exc:
-        raise UserError(str(exc)) from None
-    pdict = profile.model_dump()
-    rows, builds, n_match = [], {}, 0
-    for cell in plan.cells:
-        reason = cell_requirement(cell, pdict)
-        n_match += reason is None
-        builds.setdefault(cell.build_label, len(builds) + 1)
-        rows.append((cell.cell_id, cell.label, cell.settings["tool"], f"#{builds[cell.build_label]}",
-                     "yes" if reason is None else f"no: {reason}"))
-    print(f"matrix {plan.name} ({plan.path}): {len(plan.cells)} cells, {len(builds)} builds, "
-          f"run id {plan.default_run_id}")
-    print(tabulate(rows, headers=["cell", "params", "tool", "build", f"runs here ({profile.hostname})"],
-                   tablefmt="simple"))
-    print("\nbuilds:")
-    for label, n in builds.items():
-        print(f"  #{n} {label}")
-    print(f"\nthis machine ({profile.hostname}, class {profile.hardware_class}) matches {n_match} of "
-          f"{len(plan.cells)} cells" + ("" if n_match else "; `hwmatrix run` would refuse them"))
-    sys.stdout.flush()
-    return EXIT_OK
-
-
-def print_cluster_plan(path: str, agents, max_cells: int = MAX_CELLS) -> int:
-    """`plan --address`: per cell, the agents that match it, or each agent's first reason not to."""
-    from coordinator.planning.placement import matching_agents
-
-    plan = load_plan(path, max_cells)
-    rows, n_match, by_need = [], 0, {}
-    for cell in plan.cells:
-        need = requirement_key(cell)
-        if need not in by_need:
-            by_need[need] = matching_agents(cell, agents)
-        fit, why = by_need[need]
-        n_match += bool(fit)
-        where = ", ".join(sorted(a.host for a in fit)) if fit else "none"
-        reasons = "; ".join(f"{host}: {reason}" for host, reason in sorted(why.items()))
-        rows.append((cell.cell_id, cell.label, where, reasons or "-"))
-    print(f"matrix {plan.name} ({plan.path}): {len(plan.cells)} cells, {len(agents)} live agent(s), "
-          f"run id {plan.default_run_id}")
-    print(tabulate(rows, headers=["cell", "params", "agents that match", "why the others do not"],
-                   tablefmt="simple"))
-    print(f"\n{n_match} of {len(plan.cells)} cells have an agent" +
-          ("" if n_match == len(plan.cells) else "; `hwmatrix run` refuses the rest unless --skip-unmatched"))
-    sys.stdout.flush()
-    return EXIT_OK
+    """The first reason ``profile`` cannot run ``cell``, or None (the fit rule: hardware_match.unmet)."""
+    return unmet(cell.matrix.hardware, cell.settings.get("gpus"), profile)

@@ -1,46 +1,51 @@
-"""`hwmatrix report`: one entry point, one short module per output format.
+"""`hwmatrix report`: one entry point, one registry of formats, one short module per format.
 
     render(fmt, records, comparisons, out_path=None) -> str | bytes
 
-fmt is markdown (md), csv, json, html or sqlite. Text formats return str; sqlite returns the
-database file's bytes. With out_path the result is also written there (sqlite: a fresh file).
-The records are aggregated once (model.build) and every text format renders from that.
-``records`` are checked records (coordinator.results.records.load_checked); ``skipped``, what that
-left out, is listed by markdown, html and json (csv and sqlite hold records only).
+fmt is a registered name or alias (markdown/md, csv, json, html, sqlite). Text formats return
+str; binary ones (sqlite) bytes, the database file's. With out_path the result is also
+written there (sqlite: a fresh file). ``records`` are checked records
+(coordinator.results.records.load_checked); ``skipped``, what that left out, is listed by
+markdown, html and json (csv and sqlite hold records only).
+
+A new format is a module with ``render(source, out_path)`` (``formats.Render``) and one
+``register_format`` line here; the CLI's --format / --export choices come from FORMATS.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from coordinator.reports.formats import OutPath, ReportFormat, ReportSource
 
-from . import csv_json, html, markdown, model, sqlite_export
-
-FORMATS = ("markdown", "csv", "json", "html", "sqlite")
-ALIASES = {"md": "markdown", "htm": "html", "db": "sqlite", "sqlite3": "sqlite"}
+FORMATS: dict[str, ReportFormat] = {}
 
 
-def render(fmt: str, records: list[dict], comparisons: list[dict] | None = None,
-           out_path: str | os.PathLike | None = None, *, correction: str = "holm",
-           ci_level: float = 0.95, skipped: list | None = None) -> str | bytes:
+def register_format(fmt: ReportFormat) -> None:
+    FORMATS[fmt.name] = fmt
+
+
+register_format(ReportFormat("markdown", ".md", "coordinator.reports.markdown:render", aliases=("md",)))
+register_format(ReportFormat("csv", ".csv", "coordinator.reports.csv_json:render_csv"))
+register_format(ReportFormat("json", ".json", "coordinator.reports.csv_json:render_json"))
+register_format(ReportFormat("html", ".html", "coordinator.reports.html:render", aliases=("htm",)))
+register_format(ReportFormat("sqlite", ".sqlite", "coordinator.reports.sqlite_export:render", binary=True,
+                             aliases=("db", "sqlite3")))
+
+
+def format_names(binary: bool) -> list[str]:
+    """Every name and alias of the text (or the binary) formats, for the CLI's choices."""
+    return [name for f in FORMATS.values() if f.binary == binary for name in (f.name, *f.aliases)]
+
+
+def report_format(name: str) -> ReportFormat:
+    name = name.lower()
+    for fmt in FORMATS.values():
+        if name == fmt.name or name in fmt.aliases:
+            return fmt
+    raise ValueError(f"unknown report format {name!r}: use one of {', '.join(FORMATS)}")
+
+
+def render(fmt: str, records: list[dict], comparisons: list[dict] | None = None, out_path: OutPath = None, *,
+           correction: str = "holm", ci_level: float = 0.95, skipped: list | None = None) -> str | bytes:
     """``correction`` and ``ci_level`` only label the A/B table (the comparisons carry the
     numbers); pass the settings the comparisons were computed with."""
-    fmt = ALIASES.get(fmt.lower(), fmt.lower())
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if fmt == "sqlite":
-        return sqlite_export.render(records, out_path)
-    report = model.build(records, comparisons, skipped)
-    if fmt == "markdown":
-        text = markdown.render(report, correction, ci_level)
-    elif fmt == "csv":
-        text = csv_json.render_csv(report, records)
-    elif fmt == "json":
-        text = csv_json.render_json(report, records)
-    else:
-        text = html.render(report, correction, ci_level)
-    if out_path is not None:
-        Path(out_path).write_text(text, encoding="utf-8", newline="")
-    return text
-
-
-__all__ = ["FORMATS", "render"]
+    source = ReportSource(records, comparisons, skipped, correction, ci_level)
+    return report_format(fmt).render(source, out_path)

@@ -9,7 +9,8 @@ import io
 import json
 import math
 
-from .model import Report, metric_stats
+from .formats import OutPath, ReportSource, write_text
+from .model import Report, build, metric_stats
 
 CSV_HEAD = ["run_id", "cell_id", "agent_id", "hardware_class", "hardware", "origin", "status", "engine_commit"]
 CSV_TAIL = ["metric", "test", "unit", "n", "mean", "sd", "median", "samples"]
@@ -25,9 +26,11 @@ def _cell(value) -> str:
     return str(value)
 
 
-def render_csv(report: Report, records: list[dict]) -> str:
+def render_csv(source: ReportSource, out_path: OutPath = None) -> str:
     """Samples are one ';'-joined column so a row stays one record x metric. A record with no
     metric (a failed cell) still gets one row, so failures are not silently missing."""
+    records = source.records
+    report = build(records, source.comparisons, source.skipped)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*CSV_HEAD, *report.axes, *CSV_TAIL])
@@ -47,7 +50,7 @@ def render_csv(report: Report, records: list[dict]) -> str:
             w.writerow(head + [name, _cell(m.get("test")), _cell(m.get("unit", "t/s")), _cell(n), _cell(mean),
                                _cell(sd), _cell(m.get("median")),
                                ";".join(str(s) for s in m.get("samples") or [])])
-    return buf.getvalue()
+    return write_text(buf.getvalue(), out_path)
 
 
 def record_summary(rec: dict) -> dict:
@@ -97,11 +100,12 @@ def _finite(value):
     return value
 
 
-def render_json(report: Report, records: list[dict]) -> str:
+def render_json(source: ReportSource, out_path: OutPath = None) -> str:
     """Compact: json's C encoder is used only without indent (an indented 100k-record report
     took 13 s, compact about a third of that); pipe it through `jq .` to read it."""
-    data = report_dict(report, records)
+    data = report_dict(build(source.records, source.comparisons, source.skipped), source.records)
     try:
-        return json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
+        text = json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
     except ValueError:
-        return json.dumps(_finite(data), separators=(",", ":"), default=str, allow_nan=False)
+        text = json.dumps(_finite(data), separators=(",", ":"), default=str, allow_nan=False)
+    return write_text(text, out_path)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from .model import (CHECK_NOTE, METRIC_TITLES, Report, check_counts, check_headers, check_headline, check_rows,
-                    comparison_cells, comparison_headers, correction_name, display, skipped_headline,
-                    skipped_lines)
+from coordinator.matrix.display import display
+from .formats import OutPath, ReportSource, write_text
+from .model import (CHECK_NOTE, METRIC_TITLES, Report, build, check_counts, check_headers, check_headline,
+                    check_rows, comparison_cells, comparison_headers, correction_name, skipped_headline, skipped_lines)
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -56,8 +57,10 @@ def _class_table(report: Report, hw_class: str) -> str:
     return _table(headers, rows, numeric=range(len(axes) + 1, len(headers) - 1))
 
 
-def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> str:
+def render(source: ReportSource, out_path: OutPath = None) -> str:
     from . import plots     # matplotlib costs about a second to import; only HTML needs it
+    report = build(source.records, source.comparisons, source.skipped)
+    correction, ci_level = source.correction, source.ci_level
     body = ["<h1>hwmatrix report</h1>",
             f"<p>{report.n_records} records, {len(report.classes)} hardware classes, {len(report.cells)} cells. "
             "Values are tokens/s, mean ± sd over every repetition of every run of a cell.</p>"]
@@ -106,5 +109,5 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
     if report.skipped:
         items = "".join(f"<li>{escape(line)}</li>" for line in skipped_lines(report))
         body.append(f"<h2>Skipped records</h2><ul>{items}</ul>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>hwmatrix report</title>"
-            f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return write_text("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>hwmatrix report</title>"
+                      f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n", out_path)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from .model import (CHECK_NOTE, METRIC_TITLES, Report, check_counts, check_headers, check_headline, check_rows,
-                    comparison_cells, comparison_headers, correction_name, display, skipped_headline,
-                    skipped_lines)
+from coordinator.matrix.display import display
+from .formats import OutPath, ReportSource, write_text
+from .model import (CHECK_NOTE, METRIC_TITLES, Report, build, check_counts, check_headers, check_headline,
+                    check_rows, comparison_cells, comparison_headers, correction_name, skipped_headline, skipped_lines)
 
 PIVOT_COLUMNS = 6
 
@@ -98,7 +99,9 @@ def check_section(report: Report) -> str:
     return "\n".join(lines)
 
 
-def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> str:
+def render(source: ReportSource, out_path: OutPath = None) -> str:
+    report = build(source.records, source.comparisons, source.skipped)
+    correction, ci_level = source.correction, source.ci_level
     parts = ["## hwmatrix report", "",
              f"{report.n_records} records, {len(report.classes)} hardware classes, {len(report.cells)} cells. "
              "Values are tokens/s, mean ± sd over every repetition of every run of a cell.", ""]
@@ -124,4 +127,4 @@ def render(report: Report, correction: str = "holm", ci_level: float = 0.95) -> 
         parts += ["### A/B comparisons", "", comparison_section(report, correction, ci_level), ""]
     if report.skipped:
         parts += ["### Skipped records", "", *(f"- {_esc(line)}" for line in skipped_lines(report)), ""]
-    return "\n".join(parts)
+    return write_text("\n".join(parts), out_path)

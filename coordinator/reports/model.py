@@ -18,7 +18,10 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from agent.spec.record import HardwarePart
+from coordinator.matrix.display import display
 from coordinator.results.crosscheck import check_records
+from coordinator.results.numbers import fmt_p
 
 METRIC_ORDER = ("pp_tps", "tg_tps", "pg_tps")
 METRIC_TITLES = {"pp_tps": "pp t/s", "tg_tps": "tg t/s", "pg_tps": "pp+tg t/s"}
@@ -27,19 +30,6 @@ GPU_NAME_STRIP = ("NVIDIA GeForce ", "NVIDIA ", "Tesla ", "AMD Radeon ")
 # appended to a pooled value when two agents' replicas of that cell disagree beyond noise
 CHECK_FLAG = " !"
 CHECK_ORDER = {"disagree": 0, "unknown": 1, "agree": 2}
-
-
-def display(value) -> str:
-    """One axis value as a table shows it (bools as on/off, dicts as k=v)."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def _sortable(value) -> tuple:
@@ -67,14 +57,14 @@ def gpu_summary(names: list[str]) -> str:
 
 def class_name(record: dict) -> str:
     """What a reader recognises: the posted label for imports; CPU + GPUs + short class hash
-    for measured boxes (two classes can share a CPU and differ in RAM, hence the hash)."""
-    hw = record.get("hardware") or {}
+    for measured boxes (two classes can share a CPU and differ in RAM, hence the hash).
+    Once per class, so its hardware is read typed."""
+    hw = HardwarePart.model_validate(record.get("hardware") or {})
     hw_class = record.get("hardware_class") or "unknown"
-    if record.get("origin") == "imported" or "label" in hw:
-        return str(hw.get("label") or hw_class)
-    brand = ((hw.get("cpu") or {}).get("brand") or "unknown CPU").strip()
-    devices = ((hw.get("gpus") or {}).get("devices") or [])
-    gpus = gpu_summary([d.get("name", "?") for d in devices if isinstance(d, dict)])
+    if record.get("origin") == "imported" or "label" in hw.model_fields_set:
+        return str(hw.label or hw_class)
+    brand = (hw.cpu and hw.cpu.brand or "unknown CPU").strip()
+    gpus = gpu_summary([d.name for d in hw.gpus.devices] if hw.gpus else [])
     name = f"{brand} + {gpus}" if gpus else brand
     return f"{name} ({hw_class[:6]})"
 
@@ -283,10 +273,6 @@ def fmt_ratio(c: dict) -> str:
     if c.get("ci_low") is None or c.get("ci_high") is None:
         return f"{c['ratio']:.3f}"
     return f"{c['ratio']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
-
-
-def fmt_p(p) -> str:
-    return "-" if p is None else f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
 
 
 def comparison_cells(report: Report, c: dict) -> list[str]:

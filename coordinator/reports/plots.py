@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .model import METRIC_TITLES, Report, display
+from coordinator.matrix.display import display
+from .model import METRIC_TITLES, Report
 
 CELLS_PER_BAR_CHART = 12
 MAX_BAR_CHARTS = 8          # per metric

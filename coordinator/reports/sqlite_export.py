@@ -12,6 +12,8 @@ import os
 import sqlite3
 import tempfile
 
+from .formats import OutPath, ReportSource
+
 # (column, SQL type, default) in compare-llama-bench.py's LLAMA_BENCH_DB_FIELDS order.
 COLUMNS = [
     ("build_commit", "TEXT", "unknown"), ("build_number", "INTEGER", 0), ("cpu_info", "TEXT", "unknown"),
@@ -150,8 +152,9 @@ def _fill(conn: sqlite3.Connection, records: list[dict]) -> int:
     return len(rows)
 
 
-def render(records: list[dict], out_path: str | os.PathLike | None = None) -> bytes:
+def render(source: ReportSource, out_path: OutPath = None) -> bytes:
     """Write a fresh SQLite file at out_path (replacing any old one) and return its bytes."""
+    records = source.records
     if out_path is None:
         conn = sqlite3.connect(":memory:")
         _fill(conn, records)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from coordinator.reports.model import display as _display
+from agent.spec.record import HardwarePart
+from coordinator.matrix.display import display as _display
 
 METRICS = ("pp_tps", "tg_tps")
 
@@ -45,9 +46,10 @@ def _class_label(hw_class: str | None, records: dict[str, list[dict]]) -> str:
     for recs in records.values():
         for rec in recs:
             if rec.get("hardware_class") == hw_class and rec.get("hardware"):
-                hw = rec["hardware"]
-                gpus = (hw.get("gpus") or {}).get("count") or 0
-                return f"{(hw.get('cpu') or {}).get('uarch', '?')}{f' {gpus}GPU' if gpus else ''} [{hw_class}]"
+                hw = HardwarePart.model_validate(rec["hardware"])
+                uarch = hw.cpu.uarch if hw.cpu and hw.cpu.uarch is not None else "?"
+                gpus = hw.gpus and hw.gpus.count or 0
+                return f"{uarch}{f' {gpus}GPU' if gpus else ''} [{hw_class}]"
     return f"[{hw_class}]"
 
 

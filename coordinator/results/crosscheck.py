@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from agent.spec.printable import printable
-from coordinator.results.record_check import BadRecord, check_record
+from agent.spec.record import MetricPart, StoredRecord, process_means
+from coordinator.results.numbers import fmt_p
+from coordinator.results.record_check import BadRecord, stored_record
 
 ALPHA = 0.05
 MIN_UNITS = 3           # engine processes per side below which nothing is tested (as in stats.compare)
@@ -52,16 +54,15 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}" if abs(x) < 1000 else f"{x:.0f}"
 
 
-def _metric_check(name: str, ma: dict, mb: dict, tolerance: float, settings) -> dict:
+def _metric_check(name: str, ma: MetricPart, mb: MetricPart, tolerance: float, settings) -> dict:
     """Units, means, ratio (b/a), CI and raw p of one metric (verdict set by cross_check)."""
-    from agent.spec.record import process_means
-    from coordinator.results import stats
+    from coordinator.results import stats     # numpy and scipy: loaded only once a replicated pair is compared
 
-    ua = process_means(ma.get("samples") or [], ma.get("process_sizes"))
-    ub = process_means(mb.get("samples") or [], mb.get("process_sizes"))
+    ua = process_means(ma.samples, ma.process_sizes)
+    ub = process_means(mb.samples, mb.process_sizes)
     ua = [u for u in ua if math.isfinite(u)]
     ub = [u for u in ub if math.isfinite(u)]
-    row = {"metric": name, "unit": ma.get("unit") or "t/s", "n_a": len(ua), "n_b": len(ub),
+    row = {"metric": name, "unit": ma.unit or "t/s", "n_a": len(ua), "n_b": len(ub),
            "mean_a": None, "mean_b": None, "ratio": None, "ci_low": None, "ci_high": None,
            "p_value": None, "p_adjusted": None, "test": None, "verdict": "unknown", "detail": ""}
     if ua:
@@ -82,8 +83,6 @@ def _metric_check(name: str, ma: dict, mb: dict, tolerance: float, settings) -> 
 
 def _decide_metric(row: dict, tolerance: float, alpha: float) -> None:
     """Set the metric's verdict and plain-words detail from p_adjusted, ratio and CI."""
-    from coordinator.reports.model import fmt_p      # how every report prints a p-value
-
     if row["ratio"] is None or row["p_adjusted"] is None:
         return
     name, unit, r = row["metric"], row["unit"], row["ratio"]
@@ -120,28 +119,27 @@ def cross_check(a: dict, b: dict, tolerance: float = 0.10) -> Verdict:
     """
     if tolerance <= 0:
         raise ValueError("tolerance must be > 0 (two machines of one class are never identical)")
+    typed = []
     for side, rec in (("first", a), ("second", b)):
         try:
-            check_record(rec)
+            typed.append(stored_record(rec))
         except BadRecord as exc:
             who = rec.get("agent_id") if isinstance(rec, dict) else None
             whose = f"{printable(who)[:60]}'s record" if isinstance(who, str) and who else f"the {side} record"
             return Verdict("disagree", f"{whose} is malformed, so the pair cannot be compared: {exc}")
     try:
-        return _cross_check(a, b, tolerance)
+        return _cross_check(*typed, tolerance)
     except (ArithmeticError, ValueError) as exc:     # a corner the checks above let through
         return Verdict("disagree", f"the cross-check cannot be computed: {printable(exc)[:200]}")
 
 
-def _cross_check(a: dict, b: dict, tolerance: float) -> Verdict:
-    from coordinator.results import stats
+def _cross_check(a: StoredRecord, b: StoredRecord, tolerance: float) -> Verdict:
+    from coordinator.results import stats     # numpy and scipy: loaded only once a replicated pair is compared
 
-    for side, rec in (("first", a), ("second", b)):
-        if rec.get("status") != "ok":
-            who = rec.get("agent_id") or side
-            return Verdict("unknown", f"{who}'s record is {rec.get('status') or 'without status'}, not ok: "
-                                      "nothing to compare")
-    ma, mb = a.get("metrics") or {}, b.get("metrics") or {}
+    for rec in (a, b):
+        if rec.status != "ok":
+            return Verdict("unknown", f"{rec.agent_id}'s record is {rec.status}, not ok: nothing to compare")
+    ma, mb = a.metrics, b.metrics
     names = [n for n in ma if n in mb]
     if not names:
         return Verdict("unknown", "the two records share no metric")
@@ -155,7 +153,7 @@ def _cross_check(a: dict, b: dict, tolerance: float) -> Verdict:
     bad = [r for r in rows if r["verdict"] == "disagree"]
     unsure = [r for r in rows if r["verdict"] == "unknown"]
     notes = []
-    ca, cb = (a.get("engine") or {}).get("commit"), (b.get("engine") or {}).get("commit")
+    ca, cb = a.engine.commit, b.engine.commit
     if ca and cb and ca != cb:
         notes.append(f"note: engine commits differ ({ca} vs {cb})")
     if bad:

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from agent.parsers import BenchRow, ParsedOutput, ParseError, SweepRow, parse_posted_text
 from agent.spec.record import Metric, ResultRecord, utc_now
-from agent.store.file import StoreError, open_store, result_key
+from agent.spec.registry import ARGS
+from agent.store.backends import open_store
+from agent.store.keys import StoreError, result_key
 
 # A posted result is a few KB (a GitHub comment holds at most 64K characters); parsing takes
 # about half a second of CPU per MB here, and every distinct row becomes a record file in the store.
@@ -29,10 +31,12 @@ IMPORT_MAX_BYTES = 4 << 20
 IMPORT_MAX_RECORDS = 10_000
 NOTES_MAX = 20              # notes kept per block (and shown by the CLI); the rest are counted
 
-# Run settings that tell two rows of one table apart (or two reports apart) when present.
-KEY_PARAMS = ("model_type", "backends", "n_threads", "n_batch", "n_ubatch", "type_k", "type_v", "flash_attn",
-              "repack", "fused_moe", "n_gpu_layers", "mla_attn", "attn_max_batch", "split_mode", "no_kv_offload",
-              "use_mmap", "override_tensor", "tensor_buft_overrides", "n_cpu_moe", "ser")
+# Run settings that tell two rows of one table apart (or two reports apart) when present: the
+# tool args' JSON fields (every engine's spelling) from the registry, and settings hwmatrix never sets.
+KEY_PARAMS = ("model_type", "backends",
+              *dict.fromkeys(f for arg in ARGS.values() if arg.key_param and arg.json
+                             for f in (arg.json, *arg.json_by_engine.values())),
+              "no_kv_offload", "n_cpu_moe", "ser")
 # Fields that describe the measurement or the machine, never the cell.
 NOT_PARAMS = frozenset({"test_time", "avg_ns", "stddev_ns", "build_commit", "build_number", "cpu_info", "gpu_info",
                         "model_size", "model_n_params"})

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from agent.spec.printable import printable
-from agent.store.file import StoreError, _part, results_prefix
+from agent.store.keys import StoreError, key_part, results_prefix
 from coordinator.results.record_check import BadRecord, parse_record
 
 CATALOG_KEY = "catalog.json"
@@ -32,7 +32,7 @@ FETCH_THREADS = 16
 
 
 def index_key(run_id: str) -> str:
-    return f"runs/{_part(run_id)}/index.json"
+    return f"runs/{key_part(run_id)}/index.json"
 
 
 def _read(store, key: str) -> tuple[dict | None, str | None]:
@@ -78,7 +78,7 @@ def _fetch(store, keys: list[str]) -> dict[str, dict | str]:
     def one(key: str):
         try:
             for part in key.split("/"):
-                _part(part)
+                key_part(part)
         except StoreError:
             return key, "not a valid store key"
         try:
@@ -193,7 +193,7 @@ def catalog(store, skipped: list[Skipped] | None = None) -> dict[str, dict]:
         if run_id in known:
             continue
         try:
-            _part(run_id)
+            key_part(run_id)
         except StoreError:
             if skipped is not None:
                 skipped.append(Skipped(f"runs/{run_id}/", "not a valid run id"))

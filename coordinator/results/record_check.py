@@ -4,163 +4,30 @@ Every reader (the run index and so the reports, compare, the run table and the s
 export; the cross-checks) works on the numbers and names a record holds. A record anyone
 could write (a volunteer's upload, a file dropped in a shared store) may hold `[1,2]`,
 samples that are text, NaN or 1e308, a params value of 50 MB, a name with an escape
-sequence. So a record is checked once, against agent.spec.record.ResultRecord with the parts
-readers use typed too, strictly (no "1.5" taken for 1.5), with its numbers finite and in
-range, its shown text bounded and free of control characters, and its ids matching its
-store key. A record that fails is skipped with one line saying why, never used half-way.
+sequence. So a record is checked once: its size, its nesting, then
+agent.spec.record.StoredRecord (the record with the parts readers use typed, strictly,
+numbers finite and in range, shown text bounded and free of control characters), and its
+ids against its store key. A record that fails is skipped with one line saying why, never
+used half-way.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from agent.spec.printable import printable, steering_char
-from agent.spec.record import ResultRecord
+from agent.spec.printable import printable
+from agent.spec.record import StoredRecord
 
 MAX_RECORD_BYTES = 8 << 20      # a real record is tens of KB (logs are separate objects)
 MAX_DEPTH = 32                  # nesting of any JSON value in a record
-MAX_TEXT = 1000                 # a name, label or params value that tables show
-MAX_ID = 200                    # run, cell, agent and class ids
-MAX_VALUE = 1e15                # tokens/s or ns: beyond any machine, and far from float overflow
 
 
 class BadRecord(ValueError):
     """Why a record is not used: skipped when read (here), or refused before a volunteer's
     lease closes (coordinator.volunteers.lease_record). One line, safe to print and log."""
-
-
-def _measure(x: float) -> float:
-    if not (math.isfinite(x) and 0 <= x <= MAX_VALUE):
-        raise ValueError(f"{x!r}: a measurement must be finite and within [0, {MAX_VALUE:g}]")
-    return x
-
-
-def _plain(text: str) -> str:
-    found = steering_char(text)
-    if found:
-        raise ValueError(f"holds a control character ({found})")
-    return text
-
-
-def _param_value(value: Any) -> Any:
-    """Any JSON value, short when printed, with no control character in any string in it."""
-    if len(repr(value)) > MAX_TEXT:
-        raise ValueError(f"longer than {MAX_TEXT} characters")
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            _plain(item)
-        elif isinstance(item, dict):
-            stack += [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            stack += item
-    return value
-
-
-Measure = Annotated[float, AfterValidator(_measure)]
-Count = Annotated[int, Field(ge=0, le=10**9)]
-# what reports show: bounded, and never an escape sequence, a line break or a bidi override
-Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_plain)]
-Name = Annotated[str, Field(max_length=MAX_ID), AfterValidator(_plain)]
-Id = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_plain)]
-
-
-class _Part(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
-
-
-class _Matrix(_Part):
-    name: Text | None = None
-    hash: Text | None = None
-
-
-class _Engine(_Part):
-    name: Text | None = None
-    kind: Text | None = None
-    commit: Text | None = None
-    binary_hash: Text | None = None
-    ref: Text | dict[Text, Text | None] | None = None
-
-
-class _Model(_Part):
-    name: Text | None = None
-    path: Text | None = None
-    quant: Text | None = None
-
-
-class _Cpu(_Part):
-    brand: Text | None = None
-    uarch: Text | None = None
-
-
-class _Gpu(_Part):
-    name: Text = "?"
-
-
-class _Gpus(_Part):
-    count: Count | None = None
-    devices: list[_Gpu] = []
-
-
-class _Hardware(_Part):
-    label: Text | None = None
-    cpu: _Cpu | None = None
-    gpus: _Gpus | None = None
-    cpu_info: Text | None = None
-    gpu_info: Text | None = None
-
-
-class _Metric(_Part):
-    test: Text
-    unit: Text = "t/s"
-    samples: list[Measure]
-    process_sizes: list[Count] = []
-    n: Count = 0
-    mean: Measure | None = None
-    sd: Measure | None = None
-    median: Measure | None = None
-
-
-class _BenchRow(_Part):
-    test: Text | None = None
-    n_prompt: Count | None = None
-    n_gen: Count | None = None
-    n_depth: Count | None = None
-    avg_ts: Measure | None = None
-    stddev_ts: Measure | None = None
-    samples_ts: list[Measure] = []
-    samples_ns: list[Measure] = []
-    fields: dict[str, Any] = {}
-
-
-class _SweepRow(_Part):
-    n_kv: Count | None = None
-    speed_pp: Measure | None = None
-    speed_tg: Measure | None = None
-
-
-class StoredRecord(ResultRecord):
-    """ResultRecord as readers rely on it: strict, with the nested parts they read typed."""
-    model_config = ConfigDict(strict=True, extra="allow")
-
-    run_id: Id
-    cell_id: Id
-    agent_id: Id
-    hardware_class: Name | None = None
-    matrix: _Matrix
-    params: dict[Name, Annotated[Any, AfterValidator(_param_value)]]
-    engine: _Engine = Field(default_factory=_Engine)
-    model: _Model = Field(default_factory=_Model)
-    hardware: _Hardware = Field(default_factory=_Hardware)
-    metrics: dict[Text, _Metric] = Field(default_factory=dict)
-    bench_rows: list[_BenchRow] = Field(default_factory=list)
-    sweep_rows: list[_SweepRow] = Field(default_factory=list)
-    timestamps: dict[Text, Text | None] = Field(default_factory=dict)
 
 
 _JSON_TYPES = {list: "an array", str: "a string", type(None): "null", bool: "a boolean", int: "a number",
@@ -207,19 +74,25 @@ def _key_problem(rec: dict, key: str) -> str | None:
     return None
 
 
-def check_record(rec: Any, key: str | None = None) -> dict:
-    """``rec`` itself when it is a usable record (stored under ``key``), else BadRecord."""
+def stored_record(rec: Any, key: str | None = None) -> StoredRecord:
+    """``rec`` with its parts typed when it is a usable record (stored under ``key``), else BadRecord."""
     if not isinstance(rec, dict):
         raise BadRecord(f"{_JSON_TYPES.get(type(rec), type(rec).__name__)}, not a JSON object")
     if _too_deep(rec):
         raise BadRecord(f"nested deeper than {MAX_DEPTH} levels")
     try:
-        StoredRecord.model_validate(rec)
+        typed = StoredRecord.model_validate(rec)
     except ValidationError as exc:
         raise BadRecord(validation_problem(exc)) from None
     problem = _key_problem(rec, key) if key else None
     if problem:
         raise BadRecord(problem)
+    return typed
+
+
+def check_record(rec: Any, key: str | None = None) -> dict:
+    """``rec`` itself when it is a usable record (stored under ``key``), else BadRecord."""
+    stored_record(rec, key)
     return rec
 
 

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from agent.engine import tools as engines
+from agent.engine import tools
 from agent.spec.cellspec import CellSpec
 from agent.spec.printable import shown
-from agent.spec.record import ResultRecord
+from agent.spec.record import EnginePart, StoredRecord
+from agent.spec.registry import TOOLS
 from agent.engine.sources import normalize_repo, sdist_repo_id
-from agent.store.file import StoreError, log_key
-from coordinator.results.record_check import BadRecord, check_record, parse_json, validation_problem
+from agent.store.keys import StoreError, log_key
+from coordinator.results.record_check import BadRecord, parse_json, stored_record
 
 METRICS = ("pp_tps", "tg_tps", "pg_tps")       # what agent.engine.tools.metrics_from makes
 MAX_TPS = 1e9                                  # tokens per second no machine reaches
@@ -48,11 +49,7 @@ def checked_record(raw: bytes, lease: LeasedCell) -> dict:
     data = parse_json(raw)
     if isinstance(data, dict):          # whose it is comes first: a foreign record is that, whatever it holds
         _attributed(data, lease)
-    check_record(data)                  # the floor: a record every reader of the store can use
-    try:
-        record = ResultRecord.model_validate(data)
-    except ValidationError as exc:
-        raise BadRecord(f"not a valid record: {validation_problem(exc)}") from None
+    record = stored_record(data)        # the floor: a record every reader of the store can use
     try:
         spec = CellSpec.model_validate(lease.spec)
     except ValidationError as exc:
@@ -88,29 +85,29 @@ def _same(what: str, got, want) -> None:
         raise BadRecord(f"{what} is {shown(got)}, the leased cell's is {shown(want)}")
 
 
-def _matches_spec(record: ResultRecord, spec: CellSpec, hw_class: str) -> None:
+def _matches_spec(record: StoredRecord, spec: CellSpec, hw_class: str) -> None:
     _same("origin", record.origin, "measured")
-    _same("matrix", record.matrix, {"name": spec.matrix_name, "hash": spec.matrix_hash})
+    _same("matrix", record.matrix.model_dump(), {"name": spec.matrix_name, "hash": spec.matrix_hash})
     _same("params", record.params, spec.params)
     _same("hardware_class", record.hardware_class, hw_class)
-    _same("hardware.hardware_class", record.hardware.get("hardware_class"), hw_class)
+    _same("hardware.hardware_class", record.hardware.hardware_class, hw_class)
     engine = record.engine
-    _same("engine.name", engine.get("name"), spec.engine.name)
-    _same("engine.kind", engine.get("kind"), spec.engine.kind)
-    _same("engine.source", engine.get("source"), spec.engine.source())
-    _same("engine.ref", engine.get("ref"), spec.ref.model_dump(mode="json"))
-    _same("engine.cmake", engine.get("cmake"), list(spec.engine.cmake))
-    flags = engine.get("build_flags", list(spec.engine.cmake))
-    if not isinstance(flags, list) or flags[:len(spec.engine.cmake)] != list(spec.engine.cmake) or not all(
-            isinstance(f, str) and f.startswith(_CUDA_EXTRA) for f in flags[len(spec.engine.cmake):]):
+    _same("engine.name", engine.name, spec.engine.name)
+    _same("engine.kind", engine.kind, spec.engine.kind)
+    _same("engine.source", engine.source, spec.engine.source())
+    _same("engine.ref", engine.ref, spec.ref.model_dump(mode="json"))
+    cmake = list(spec.engine.cmake)
+    _same("engine.cmake", engine.cmake, cmake)
+    flags = cmake if engine.build_flags is None else engine.build_flags     # older agents did not record them
+    if flags[:len(cmake)] != cmake or not all(f.startswith(_CUDA_EXTRA) for f in flags[len(cmake):]):
         raise BadRecord(f"engine.build_flags {shown(flags)} are not the leased cmake flags (plus CUDA's)")
-    _same("model.name", record.model.get("name"), spec.model.name)
-    _same("model.quant", record.model.get("quant"), spec.quant)
-    _same("tool.name", record.tool.get("name"), spec.tool)
+    _same("model.name", record.model.name, spec.model.name)
+    _same("model.quant", record.model.quant, spec.quant)
+    _same("tool.name", record.tool.name, spec.tool)
     if record.status == "ok":
         _built_as_leased(engine, spec, flags)
         if spec.model.sha256:
-            _same("model.source_sha256", str(record.model.get("source_sha256")).lower(), spec.model.sha256.lower())
+            _same("model.source_sha256", str(record.model.source_sha256).lower(), spec.model.sha256.lower())
     _argv_as_leased(record, spec)
     for name, key in record.logs.items():
         try:
@@ -119,47 +116,46 @@ def _matches_spec(record: ResultRecord, spec: CellSpec, hw_class: str) -> None:
             raise BadRecord(f"logs: {shown(name)} is not a log name") from None
 
 
-def _built_as_leased(engine: dict, spec: CellSpec, flags: list) -> None:
+def _built_as_leased(engine: EnginePart, spec: CellSpec, flags: list[str]) -> None:
     """An ok record names the commit it built, from the leased source, with the leased flags."""
-    commit = engine.get("commit")
-    if not isinstance(commit, str) or len(commit) not in (40, 64) or any(c not in "0123456789abcdef" for c in commit):
+    commit = engine.commit
+    if commit is None or len(commit) not in (40, 64) or any(c not in "0123456789abcdef" for c in commit):
         raise BadRecord(f"engine.commit {shown(commit)} is not a full commit id")
     if spec.ref.kind == "commit" and not commit.startswith(spec.ref.value.lower()):
         raise BadRecord(f"engine.commit {commit} is not the leased commit {spec.ref.value}")
     repo_id = (sdist_repo_id(spec.engine.sdist.package, list(spec.engine.sdist.versions)) if spec.engine.sdist
                else normalize_repo(spec.engine.repo))
-    _same("engine.repo_id", engine.get("repo_id"), repo_id)
-    key = (engine.get("build") or {}).get("key") if isinstance(engine.get("build"), dict) else None
+    _same("engine.repo_id", engine.repo_id, repo_id)
+    key = engine.build.key if engine.build else None
     if key is not None:
-        if not isinstance(key, dict):
-            raise BadRecord("engine.build.key is not an object")
-        _same("engine.build.key.commit", key.get("commit"), commit)
-        _same("engine.build.key.repo_id", key.get("repo_id"), repo_id)
-        _same("engine.build.key.cmake_flags", key.get("cmake_flags"), flags)
+        _same("engine.build.key.commit", key.commit, commit)
+        _same("engine.build.key.repo_id", key.repo_id, repo_id)
+        _same("engine.build.key.cmake_flags", key.cmake_flags, flags)
 
 
-def _argv_as_leased(record: ResultRecord, spec: CellSpec) -> None:
+def _argv_as_leased(record: StoredRecord, spec: CellSpec) -> None:
     """Each measuring process ran the leased tool with exactly the arguments the spec gives;
     only the binary, the model path and (llama-bench) the repetition count are the agent's."""
-    argvs = record.tool.get("argv") or []
-    if not isinstance(argvs, list) or len(argvs) > spec.repetitions.max:
+    argvs = record.tool.argv or []
+    if len(argvs) > spec.repetitions.max:
         raise BadRecord(f"tool.argv: more processes than the cell's {spec.repetitions.max} repetitions")
     reps = 0
     for i, argv in enumerate(argvs):
-        if not (isinstance(argv, list) and len(argv) > 2 and all(isinstance(a, str) and a.isprintable() for a in argv)):
+        if not (len(argv) > 2 and all(a.isprintable() for a in argv)):
             raise BadRecord(f"tool.argv[{i}] is not a command line (strings without control characters)")
         binary, model = argv[0], argv[2]
         if binary.rsplit("/", 1)[-1] != spec.tool:
             raise BadRecord(f"tool.argv[{i}] runs {shown(binary)}, not {spec.tool}")
         n = 1
-        if spec.tool == "llama-bench":
+        reps_flag = TOOLS[spec.tool].reps_flag
+        if reps_flag:
             try:
-                n = int(argv[argv.index("-r") + 1])
+                n = int(argv[argv.index(reps_flag) + 1])
             except (ValueError, IndexError):
                 raise BadRecord(f"tool.argv[{i}] has no repetition count") from None
         try:
-            want = engines.invocation(spec, binary, model, n)
-        except engines.ArgError as exc:
+            want = tools.invocation(spec, binary, model, n)
+        except tools.ArgError as exc:
             raise BadRecord(f"the leased arguments do not fit the engine: {exc}") from None
         if argv != want or n < 1:
             raise BadRecord(f"tool.argv[{i}] {shown(' '.join(argv[3:]))} is not what the leased cell runs")
@@ -170,7 +166,7 @@ def _argv_as_leased(record: ResultRecord, spec: CellSpec) -> None:
         raise BadRecord("an ok record that ran no process")
 
 
-def _metrics_hold(record: ResultRecord, spec: CellSpec) -> None:
+def _metrics_hold(record: StoredRecord, spec: CellSpec) -> None:
     if record.status != "ok":
         if record.metrics:
             raise BadRecord(f"a {record.status} record with metrics")

@@ -16,10 +16,11 @@ import sys
 import threading
 from functools import lru_cache
 
-from agent.volunteer.policy import terms_allow
-from agent.store.file import StoreError, open_store, result_key
+from agent.volunteer.offer import terms_allow
+from agent.store.backends import open_store
+from agent.store.keys import StoreError, result_key
 from coordinator.results.crosscheck import cross_check
-from coordinator.planning.hardware_match import matches
+from coordinator.planning.hardware_match import unmet
 from coordinator.volunteers.lease_record import LeasedCell, checked_record, set_aside
 from coordinator.results.record_check import BadRecord
 from coordinator.cluster.uploads import Granter
@@ -29,13 +30,12 @@ from coordinator.volunteers.ledger import (DEFAULT_LEASE_S, Caller, Ledger, Refu
 
 
 def fits(cell: dict, profile: dict, terms: dict) -> bool:
-    """Hardware the cell asks for, and the owner's terms (repos, fork PRs, GPUs)."""
+    """Hardware the cell asks for (the fit rule a local plan applies: hardware_match.unmet),
+    and the owner's terms (repos, fork PRs, GPUs)."""
     spec, need = json.loads(cell["spec"]), json.loads(cell["requirement"])
     if terms_allow(terms, spec) is not None:
         return False
-    ok, _ = matches(need.get("hardware"), profile)
-    gpus = need.get("gpus") or 0
-    return ok and ((profile.get("gpus") or {}).get("count") or 0) >= gpus
+    return unmet(need.get("hardware"), need.get("gpus"), profile) is None
 
 
 @lru_cache(maxsize=16)
