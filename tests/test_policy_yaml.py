@@ -34,3 +34,11 @@ def test_a_key_with_a_bidi_override_is_refused_where_it_stands(tmp_path):
 def test_a_huge_value_makes_a_bounded_message(tmp_path):
     message = refusal(tmp_path, BASE + f"gpus: {'x' * 100_000}\n")
     assert message.startswith("gpus: Input should be a valid integer, got str 'xxxx") and len(message) < 200
+
+
+def test_an_oversized_policy_file_is_refused_unread_as_a_policy_file(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(BASE + "# " + "x" * (300 << 10) + "\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == f"{path}: larger than 262,144 bytes, the most a policy file may hold"

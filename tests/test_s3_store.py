@@ -4,6 +4,7 @@ can write nothing else, delivery through outages, and a per-run index safe under
 concurrent writers."""
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -58,7 +59,7 @@ def test_a_conditional_write_is_refused_on_a_clash_and_the_policy_decides(s3_sto
 
 def test_the_server_refuses_an_object_whose_sha256_does_not_match(s3_store_url, monkeypatch):
     store = open_store(s3_store_url)
-    monkeypatch.setattr(s3store, "sha256_b64", lambda data: s3store.base64.b64encode(b"\0" * 32).decode())
+    monkeypatch.setattr(s3store, "sha256_b64", lambda data: base64.b64encode(b"\0" * 32).decode())
     with pytest.raises(StoreError, match="BadDigest"):
         store.put("runs/r1/results/c1/a1.json", b"payload")
     monkeypatch.undo()

@@ -29,7 +29,7 @@ class VaultStore(FileStore):
     def from_url(cls, url: str) -> VaultStore:
         return cls(Path(url.removeprefix("vault://")))
 
-    def presign_put(self, key, sha256, expires_s, *, overwrite=False, tag=None) -> dict:
+    def presign_put(self, key, sha256, expires_s, *, overwrite=False, log=False) -> dict:
         return {"key": key, "url": f"https://vault.invalid/{key}", "headers": {}}
 
 

@@ -50,7 +50,7 @@ def make_record(spec: dict, agent: dict, hw_class: str = PROFILE["hardware_class
 
 
 def upload(client, lease: str, key: str, blob: bytes) -> None:
-    from agent.store.s3 import sha256_b64
+    from agent.store.keys import sha256_b64
     from agent.store.upload import put_url
 
     answer = client.call("grant", {"lease": lease, "items": [{"key": key, "sha256": sha256_b64(blob),
@@ -193,7 +193,7 @@ def test_a_record_grant_over_junk_or_with_a_bad_or_oversized_size_gets_an_answer
     # Before: a grant for a key that held an array or bytes that are no JSON was a 500 (the
     # granter read the old record with json.loads and .get), a size that is no number was a
     # 500 too, and a record grant had no size limit at all.
-    from agent.store.s3 import sha256_b64
+    from agent.store.keys import sha256_b64
     from agent.store.keys import result_key
     from coordinator.results.record_check import MAX_RECORD_BYTES
 

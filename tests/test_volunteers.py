@@ -363,7 +363,7 @@ def test_malformed_requests_get_clear_refusals_and_a_silent_client_blocks_nobody
 
 
 def test_a_lease_grants_uploads_only_for_its_own_cell_and_agent_and_records_must_be_attributed(work_api, tmp_path):
-    from agent.store.s3 import sha256_b64
+    from agent.store.keys import sha256_b64
     from agent.store.keys import result_key
     from agent.store.upload import put_url
 

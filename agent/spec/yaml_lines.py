@@ -48,6 +48,14 @@ class MatrixError(Exception):
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 
+class DuplicateKey(MatrixError):
+    """A key given twice in one mapping; ``first_line`` is where it was given first."""
+
+    def __init__(self, file: str | Path | None, line: int, key: str, name: Any, first_line: int):
+        super().__init__(file, line, key, f"duplicate key {shown(name)} (first given on line {first_line})")
+        self.first_line = first_line
+
+
 Lines = dict[tuple, int]
 
 
@@ -160,8 +168,7 @@ def _walk(loader, node: Node, path: tuple, lines: Lines, file: str, seen: set[in
             key = _key_value(loader, key_node)
             line = key_node.start_mark.line + 1
             if key in keys:
-                raise MatrixError(file, line, format_key(path + (key,)),
-                                  f"duplicate key {shown(key)} (first given on line {keys[key]})")
+                raise DuplicateKey(file, line, format_key(path + (key,)), key, keys[key])
             keys[key] = line
             lines[path + (key,)] = line
             _walk(loader, value_node, path + (key,), lines, file, seen)
@@ -171,11 +178,11 @@ def _walk(loader, node: Node, path: tuple, lines: Lines, file: str, seen: set[in
             _walk(loader, item, path + (i,), lines, file, seen)
 
 
-def parse_with_lines(text: str, file: str | Path = "<string>") -> tuple[Any, Lines]:
+def parse_with_lines(text: str, file: str | Path = "<string>", what: str = "matrix file") -> tuple[Any, Lines]:
     """Parse YAML text; return (data, lines). See :func:`load_with_lines`."""
     file = str(file)
     if len(text) > FILE_MAX_BYTES:
-        raise MatrixError(file, None, None, f"{len(text):,} characters is more than a matrix file may "
+        raise MatrixError(file, None, None, f"{len(text):,} characters is more than a {what} may "
                           f"hold ({FILE_MAX_BYTES:,} bytes)")
     loader = None
     try:
@@ -207,21 +214,21 @@ def parse_with_lines(text: str, file: str | Path = "<string>") -> tuple[Any, Lin
     return data, lines
 
 
-def load_with_lines(path: str | Path) -> tuple[Any, Lines]:
+def load_with_lines(path: str | Path, what: str = "matrix file") -> tuple[Any, Lines]:
     """Load a YAML file; ``lines`` maps key paths such as ``("matrix", "quant", 1)`` to 1-based lines.
 
     Syntax errors, duplicate keys, unreadable files and files over ``FILE_MAX_BYTES`` (refused
-    before they are read) raise :class:`MatrixError`.
+    before they are read) raise :class:`MatrixError`; ``what`` names the file in messages.
     """
     try:
         with open(path, "rb") as f:
             data = f.read(FILE_MAX_BYTES + 1)
         if len(data) > FILE_MAX_BYTES:
-            raise MatrixError(path, None, None, f"larger than {FILE_MAX_BYTES:,} bytes, the most a matrix "
-                              "file may hold")
+            raise MatrixError(path, None, None, f"larger than {FILE_MAX_BYTES:,} bytes, the most a {what} "
+                              "may hold")
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MatrixError(path, None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise MatrixError(path, None, None, f"cannot read: {exc.strerror or exc}") from None
-    return parse_with_lines(text, path)
+    return parse_with_lines(text, path, what)

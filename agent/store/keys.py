@@ -7,6 +7,8 @@ s3://, the clash rule, what counts as a stored ok record).
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 
@@ -22,6 +24,11 @@ class StoreError(RuntimeError):
 
 class Clash(StoreError):
     """A conditional write found the key taken and the policy was ``reject``."""
+
+
+def sha256_b64(data: bytes) -> str:
+    """An object's content checksum as stores and upload grants carry it: base64 of its SHA-256."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def key_part(value: str) -> str:

@@ -58,6 +58,7 @@ class GrantingStore(Store, Protocol):
     """A store whose ``grants`` is true."""
 
     def presign_put(self, key: str, sha256: str, expires_s: int, *, overwrite: bool = False,
-                    tag: str | None = None) -> dict:
-        """A URL that can PUT exactly this content at exactly this key, for ``expires_s``:
-        {"key", "url", "headers"}."""
+                    log: bool = False) -> dict:
+        """A URL that can PUT exactly this content (``sha256``: keys.sha256_b64) at exactly this
+        key, for ``expires_s``: {"key", "url", "headers"}. ``log``: a raw log, which the store
+        may expire sooner than records."""

@@ -7,9 +7,7 @@ endpoint from ``--endpoint-url`` or ``AWS_ENDPOINT_URL``. Nothing here writes th
 """
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,14 +15,10 @@ from typing import ClassVar
 from urllib.parse import urlparse
 
 from agent.spec.clash import ClashPolicy
-from agent.store.keys import Clash, StoreError, key_part, copy_keys
+from agent.store.keys import Clash, StoreError, copy_keys, key_part, sha256_b64
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 LOG_TAG = "hwmatrix-kind=log"          # the lifecycle rule in infra/s3 expires logs by this tag
-
-
-def sha256_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def s3_client(endpoint_url: str | None = None):
@@ -225,7 +219,7 @@ class S3Store:
         return out
 
     def presign_put(self, key: str, sha256: str, expires_s: int, *, overwrite: bool = False,
-                    tag: str | None = None) -> dict:
+                    log: bool = False) -> dict:
         """A URL that can PUT exactly this content (its SHA-256 is signed) at exactly this
         key, once (If-None-Match is signed too, unless ``overwrite``), for ``expires_s``.
         Returns the URL and the headers the uploader must send."""
@@ -234,8 +228,8 @@ class S3Store:
         if not overwrite:
             params["IfNoneMatch"] = "*"
             headers["If-None-Match"] = "*"
-        if tag:
-            params["Tagging"] = tag
-            headers["x-amz-tagging"] = tag
+        if log:
+            params["Tagging"] = LOG_TAG
+            headers["x-amz-tagging"] = LOG_TAG
         url = self.client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_s)
         return {"key": key, "url": url, "headers": headers}

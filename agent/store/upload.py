@@ -13,7 +13,7 @@ import http.client
 import ssl
 from urllib.parse import urlsplit
 
-from agent.store.s3 import sha256_b64
+from agent.store.keys import sha256_b64
 from agent.store.keys import Clash, StoreError
 
 ROUNDS = 3

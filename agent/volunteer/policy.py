@@ -7,7 +7,6 @@ cell may start (windows, hours a day, idle, disk); which cells may run is the of
 from __future__ import annotations
 
 import os
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from agent.engine.cache_prune import cache_size, prune
 from agent.spec.printable import shown
-from agent.spec.yaml_lines import Lines, MatrixError, format_key, load_with_lines
+from agent.spec.yaml_lines import DuplicateKey, Lines, MatrixError, format_key, load_with_lines
 from agent.volunteer.owner_time import (Ledger, duration_text, in_windows, local_time, next_window_start,
                               parse_window)
 from agent.volunteer.source_names import check_source
@@ -66,10 +65,6 @@ def _error(file: str, line: int | None, key: str | None, message: str) -> Policy
     return PolicyError(str(MatrixError(file, line, key, message)))
 
 
-# yaml_lines names the key again in its duplicate message; the policy's error starts with it
-_DUPLICATE = re.compile(r"duplicate key .* (\(first given on line \d+\))")
-
-
 def _line_of(path: tuple, lines: Lines) -> int | None:
     """The line of ``path``, else of its nearest parent (a missing key: its mapping)."""
     while path not in lines and path:
@@ -97,11 +92,10 @@ def load_policy(path: str | Path) -> OwnerPolicy:
     duplicate keys, no control or bidi characters, and keys that could break the line quoted."""
     where = str(path)
     try:
-        data, lines = load_with_lines(path)
+        data, lines = load_with_lines(path, "policy file")
+    except DuplicateKey as exc:       # the line already names the key
+        raise _error(exc.file, exc.line, exc.key, f"duplicate key (first given on line {exc.first_line})") from None
     except MatrixError as exc:
-        duplicate = _DUPLICATE.fullmatch(exc.message)
-        if duplicate:
-            raise _error(exc.file, exc.line, exc.key, f"duplicate key {duplicate[1]}") from None
         raise PolicyError(str(exc)) from None
     if data is None:
         raise _error(where, None, None, "the policy is empty; at least 'repos' is required")

@@ -16,8 +16,8 @@ import re
 import ray
 
 from agent.spec.clash import ClashPolicy
-from agent.store.keys import Clash, StoreError, copy_keys, is_ok_record, recorded_ok, settle_clash, stored_object
-from agent.store.s3 import LOG_TAG, sha256_b64
+from agent.store.keys import (Clash, StoreError, copy_keys, is_ok_record, recorded_ok, settle_clash, sha256_b64,
+                              stored_object)
 from coordinator.results.record_check import MAX_RECORD_BYTES
 
 GRANT_EXPIRES_S = 300
@@ -64,7 +64,7 @@ class Granter:
             if match.re is _LOG:
                 if size > MAX_LOG_BYTES:
                     return {"key": key, "refused": "log larger than one PUT may carry"}
-                return self.store.presign_put(key, sha, self.expires_s, overwrite=True, tag=LOG_TAG)
+                return self.store.presign_put(key, sha, self.expires_s, overwrite=True, log=True)
             if size > MAX_RECORD_BYTES:
                 return {"key": key, "refused": f"record larger than the {MAX_RECORD_BYTES >> 20} MiB a record may hold"}
             return self._record(key, sha)
