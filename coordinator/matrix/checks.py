@@ -17,7 +17,7 @@ from agent.spec.flags import (GPUS_BOUNDS, TINY_PARAM_MAX, cmake_flag_problem, c
                               name_problem, path_problem, ref_name_problem, repo_problem, version_problem)
 from agent.spec.printable import shown
 from agent.spec.registry import BOOL, CHOICE, INT, KV_TYPE, OVERRIDES, TENSOR_SPLIT, ArgSpec
-from coordinator.matrix.vocabulary import KNOWN_QUANTS, KV_TYPES, MATRIX_NAME_MAX, TOOLS
+from coordinator.matrix.vocabulary import KNOWN_QUANTS, KV_TYPES, MATRIX_NAME_MAX
 
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _TS = re.compile(r"[0-9]+(\.[0-9]+)?(/[0-9]+(\.[0-9]+)?)*")
@@ -118,7 +118,6 @@ Gpus = Annotated[int, Field(ge=GPUS_BOUNDS[0], le=GPUS_BOUNDS[1])]
 TinyDim = Annotated[int, Field(ge=1, le=TINY_PARAM_MAX)]
 TensorSplit = Annotated[str, AfterValidator(_ts)]
 OneLine = Annotated[str, AfterValidator(one_line)]
-ToolName = Literal[TOOLS]
 CmakeFlag = Annotated[str, AfterValidator(_cmake_flag)]
 GitRef = Annotated[str, AfterValidator(_git_ref)]
 Commit = Annotated[str, AfterValidator(_commit)]

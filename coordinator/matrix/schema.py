@@ -15,9 +15,10 @@ from pydantic import (AfterValidator, AliasChoices, BaseModel, Discriminator, Fi
                       create_model, field_validator, model_validator)
 
 from agent.spec.printable import shown
+from agent.spec.cellspec import ToolName
 from agent.spec.registry import ARGS, ArgSpec, left_out
 from coordinator.matrix.checks import (SHA256, CmakeFlag, Commit, GitRef, Gpus, Name, NonNegInt, OneLine, PosInt,
-                                       Quant, Strict, TinyDim, ToolName, arg_type, canonical, fail, matrix_name,
+                                       Quant, Strict, TinyDim, arg_type, canonical, fail, matrix_name,
                                        model_path, ref_name, git_repo, version)
 from coordinator.matrix.expansion import expand_axes
 from coordinator.matrix.ranges import GbRange, IntRange

@@ -3,12 +3,11 @@ product lines, the argument aliases, and how big a matrix may be."""
 from __future__ import annotations
 
 from agent.spec.flags import NAME_MAX
-from agent.spec.registry import ENGINES, TOOLS as TOOL_SPECS, aliases, known_quants, kv_types
+from agent.spec.registry import ENGINES, aliases, known_quants, kv_types
 
 KNOWN_QUANTS = known_quants()
 KV_TYPES = kv_types()
 ENGINE_KINDS = tuple(ENGINES)
-TOOLS = tuple(TOOL_SPECS)
 
 AMD_UARCHS = ("zen", "zen+", "zen2", "zen3", "zen4", "zen5", "zen6")
 INTEL_UARCHS = (

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agent.parsers import BenchRow, ParsedOutput, ParseError, SweepRow, parse_posted_text
 from agent.spec.record import Metric, ResultRecord, utc_now
-from agent.spec.registry import ARGS
+from agent.spec.registry import ARGS, BENCH, SWEEP
 from agent.store.backends import open_store
 from agent.store.keys import StoreError, result_key
 
@@ -161,7 +161,7 @@ class _Context:
             origin="imported", run_id=self.run_id, matrix={"name": "import", "hash": self.text_hash[:12]},
             cell_id=self.cell_id(block, test, params), agent_id=self.agent_id, params=params, status="ok",
             hardware_class="imported:" + _sha(self.label)[:12],
-            tool={"name": "llama-sweep-bench" if out.sweep_rows else "llama-bench", "imported_format": out.format},
+            tool={"name": SWEEP if out.sweep_rows else BENCH, "imported_format": out.format},
             **fields)
         if self.source:
             rec.import_source = self.source
