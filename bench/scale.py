@@ -10,7 +10,7 @@ GPUs, hostname) into 10 classes of 10 machines, with hardware_class recomputed b
 agent.machine.hwclass.hardware_class.
 
 Timed with time.perf_counter, step by step as coordinator.cluster.run.execute does it:
-load_plan; place(all cells, axis, done) for the placements and the unmatched cells;
+load_plan; place(all cells, comparisons, done) for the placements and the unmatched cells;
 build_targets; every CellSpec via to_spec(..., one_per_class=...) and the
 dispatch Task objects; each task's specs as JSON (what dispatch._submit sends); the run
 manifest JSON (write_manifest, into an in-memory store). Peak memory is the process's
@@ -152,12 +152,11 @@ def bookkeeping(path: str, agents: list[Agent], tick) -> dict:
     plan = load_plan(path)
     tick("load_plan (parse, validate, expand)")
     run_id, records, done = plan.default_run_id, {}, set()      # a fresh run: nothing stored yet
-    axis = next(iter(plan.baseline or {"ref": None}))
-    placements, unmatched_why = place(plan.cells, agents, axis, done)
+    placements, unmatched_why = place(plan.cells, agents, plan.comparisons, done)
     cells = {c.cell_id: c for c in plan.cells}
     unmatched = [(cells[cid], why) for cid, why in unmatched_why.items()]
     matched = [c for c in plan.cells if c.cell_id not in unmatched_why]
-    tick(f"place(all cells, axis={axis!r}): placements and unmatched cells")
+    tick("place(all cells, comparisons, done): placements and unmatched cells")
     write_manifest(store, plan, run_id, records, "running")
     tick("manifest JSON (write_manifest)")
     targets = build_targets(matched)

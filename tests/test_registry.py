@@ -30,6 +30,7 @@ def test_the_matrix_and_the_cell_spec_take_exactly_the_registry_args():
 def test_every_tool_and_engine_kind_is_complete():
     for engine in ENGINES.values():
         assert set(engine.tools) <= set(TOOLS) and set(engine.no_warmup) == set(engine.tools)
+        assert set(engine.loads_files_of) <= set(ENGINES) - {engine.name}
     for tool in TOOLS.values():
         assert tool.output in tools.READERS and set(tool.order) <= set(ARGS)
     for arg in ARGS.values():

@@ -33,14 +33,19 @@ def make_record(spec: dict, agent: dict, hw_class: str = PROFILE["hardware_class
     cell = CellSpec.model_validate(spec)
     argv = tools.invocation(cell, f"/home/donor/.cache/hwmatrix/sandboxed/builds/k/bin/{cell.tool}",
                               "/home/donor/.cache/hwmatrix/models/tiny-Q8_0.gguf", len(samples))
+    repo_id = sdist_repo_id(cell.engine.sdist.package, list(cell.engine.sdist.versions))
+    commit = "0c1e57098" + "a" * 31
+    # the cell's own build quantized the model (one ref: it is the quantizing build)
+    quantized_by = {"engine": cell.engine.name, "kind": cell.engine.kind, "source": cell.engine.source(),
+                    "ref": cell.ref.model_dump(), "cmake": list(cell.engine.cmake), "repo_id": repo_id,
+                    "commit": commit, "build_digest": "d" * 20, "binary_hash": "e" * 64}
     record = ResultRecord(
         run_id=cell.run_id, matrix={"name": cell.matrix_name, "hash": cell.matrix_hash}, cell_id=cell.cell_id,
         agent_id=agent["agent_id"], agent_key_fingerprint=agent["fingerprint"], params=cell.params, status="ok",
         engine={"name": cell.engine.name, "kind": cell.engine.kind, "source": cell.engine.source(),
                 "ref": cell.ref.model_dump(), "cmake": list(cell.engine.cmake), "build_flags": list(cell.engine.cmake),
-                "repo_id": sdist_repo_id(cell.engine.sdist.package, list(cell.engine.sdist.versions)),
-                "commit": "0c1e57098" + "a" * 31, "sandboxed": True},
-        model={"name": cell.model.name, "quant": cell.quant},
+                "repo_id": repo_id, "commit": commit, "sandboxed": True},
+        model={"name": cell.model.name, "quant": cell.quant, "quantized_by": quantized_by},
         tool={"name": cell.tool, "argv": [argv], "exit_codes": [0], "wall_s": [0.5], "started": ["x"]},
         hardware={**PROFILE, "hardware_class": hw_class}, hardware_class=hw_class,
         metrics={"pp_tps": Metric.from_samples("pp16", list(samples), process_sizes=[len(samples)]),
@@ -125,6 +130,7 @@ def test_only_a_record_of_the_leased_cell_spec_with_sane_metrics_closes_a_lease(
         "build_flags": set_path("engine.build_flags", ["-DGGML_NATIVE=OFF"]),
         "model.quant": set_path("model.quant", "F16"),
         "model.name": set_path("model.name", "other"),
+        "quantized_by": set_path("model.quantized_by.ref", {"name": "A", "kind": "tag", "value": "v0.3.35"}),
         "argv": lambda r: r["tool"]["argv"][0].extend(["-t", "64"]),
         "tool": lambda r: r["tool"]["argv"][0].__setitem__(0, "/bin/sh"),
         "hardware_class": set_path("hardware_class", OTHER["hardware_class"]),

@@ -2,6 +2,8 @@
 
 A quantized file is cached per (source file sha256, quant type, quantize binary hash), so a
 model is never quantized twice by the same tool and the record can name exactly what ran.
+Which build's llama-quantize makes it is the cell spec's ``quantizer`` (one build per model
+and quant, so A and B of a comparison load the same bytes), else the cell's own build.
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.engine import sandbox
-from agent.spec.cellspec import ModelSpec
+from agent.engine.build import BuildResult, build, build_flags
+from agent.spec.cellspec import EngineSpec, ModelSpec, QuantizerSpec, RefSpec
+from agent.spec.registry import QUANTIZE
 from agent.paths import cache_dir
-from agent.engine.sources import cache_lock
+from agent.engine.sources import ResolvedSource, cache_lock, resolve
 from agent.engine.tinymodel import params_from_dict, write_tiny_llama
 
 # Types whose quantization needs an importance matrix (llama-imatrix); not produced here yet.
@@ -35,6 +39,33 @@ class ModelFile:
     source_sha256: str
     quant: str | None
     quantize_log: str | None = None
+
+
+@dataclass
+class Quantizer:
+    """A llama-quantize binary and what the record says of the build it came from."""
+    binary: Path
+    binary_hash: str | None
+    made_by: dict
+
+
+def quantizer(engine: EngineSpec, ref: RefSpec, resolved: ResolvedSource, built: BuildResult) -> Quantizer:
+    """The llama-quantize of a build that is ready (resolved and built)."""
+    binary_hash = built.binary_hash.get(QUANTIZE)
+    return Quantizer(built.bin(QUANTIZE), binary_hash, {
+        "engine": engine.name, "kind": engine.kind, "source": engine.source(), "ref": ref.model_dump(),
+        "cmake": list(engine.cmake), "repo_id": resolved.repo_id, "commit": resolved.commit,
+        "build_digest": built.key.digest(), "binary_hash": binary_hash})
+
+
+def shared_quantizer(spec: QuantizerSpec, gpu_devices=()) -> Quantizer:
+    """The llama-quantize of the build a cell spec names: resolved and built (cached) with the
+    targets it has on this agent anyway, so it is configured and compiled once.
+    Raises SourceError or BuildError."""
+    flags = build_flags(list(spec.engine.cmake), spec.gpus, gpu_devices)
+    resolved = resolve(spec.engine.source(), spec.ref.kind, spec.ref.value)
+    built = build(resolved, flags, sorted(set(spec.build_targets) | {QUANTIZE}))
+    return quantizer(spec.engine, spec.ref, resolved, built)
 
 
 def file_sha256(path: Path) -> str:

@@ -46,7 +46,7 @@ def agent_id_for(hostname: str | None) -> str:
 
 def _targets(spec: CellSpec) -> list[str]:
     targets = [TOOLS[spec.tool].target]
-    if spec.quant:
+    if spec.quant and spec.quantizer is None:      # this cell's own build quantizes its model
         targets.append(QUANTIZE)
     return sorted(set(targets) | set(spec.build_targets))
 
@@ -178,10 +178,21 @@ def _prepare(cell: _Cell, report: PhaseReporter) -> None:
     record.engine["binary_hash"] = built.binary_hash.get(spec.tool)
     try:
         report("quantize" if spec.quant else "model", f"{spec.model.name} {spec.quant or ''}".strip())
-        quantize = built.bin(QUANTIZE) if spec.quant else None
-        mfile = models.model_file(spec.model, spec.quant, quantize, built.binary_hash.get(QUANTIZE))
+        quantizer = None
+        if spec.quant:      # the build the spec names (one per model and quant), else this cell's own
+            quantizer = (models.shared_quantizer(spec.quantizer, devices) if spec.quantizer
+                         else models.quantizer(spec.engine, spec.ref, resolved, built))
+            record.model["quantized_by"] = quantizer.made_by
+        mfile = models.model_file(spec.model, spec.quant, quantizer and quantizer.binary,
+                                  quantizer and quantizer.binary_hash)
         record.model.update(path=str(mfile.path), sha256=mfile.sha256, source_sha256=mfile.source_sha256)
         tools.check_args(spec.engine.kind, spec.tool, spec.args)
+    except (SourceError, BuildError) as exc:
+        q = spec.quantizer
+        record.status, record.error = "build_failed", f"the quantizing build {q.engine.name}@{q.ref.name}: {exc}"
+        if getattr(exc, "log_path", None):
+            cell.logs["quantizer-build.log"] = exc.log_path
+        return
     except (models.ModelError, tools.ArgError) as exc:
         record.status, record.error = "run_failed", str(exc)
         return

@@ -98,6 +98,16 @@ class ModelSpec(_Strict):
         return self
 
 
+class QuantizerSpec(_Strict):
+    """The build whose llama-quantize makes a cell's quantized model. The coordinator picks one
+    build per (model, quant), so every ref and engine that measures that quant loads the same
+    file; the agent builds it (cached, with the targets it has elsewhere) before quantizing."""
+    engine: EngineSpec
+    ref: RefSpec
+    gpus: int | None = Field(None, ge=GPUS_BOUNDS[0], le=GPUS_BOUNDS[1])    # CUDA or not, as its own cells build it
+    build_targets: list[Target] = Field(default_factory=list)
+
+
 class Repetitions(_Strict):
     """Counts are repetitions; each engine process does ``per_process`` of them, and the
     process, not the repetition, is what the statistics count as one sample."""
@@ -147,6 +157,8 @@ class CellSpec(_Strict):
     ref: RefSpec
     model: ModelSpec
     quant: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,32}$")] | None = None
+    # whose llama-quantize makes the quant; None: this cell's own build (it is the one, or `quantize_with: each`)
+    quantizer: QuantizerSpec | None = None
     tool: ToolName = "llama-bench"
     args: ToolArgs = Field(default_factory=ToolArgs)
     gpus: int | None = Field(None, ge=GPUS_BOUNDS[0], le=GPUS_BOUNDS[1])   # first k GPUs visible; None = leave as is, 0 = none

@@ -209,12 +209,27 @@ class EnginePart(Part):
     binary_hash: Text | None = None
 
 
+class QuantizedByPart(Part):
+    """The build whose llama-quantize wrote the model file (also build_digest, binary_hash):
+    one build per (model, quant), so the refs of a comparison load the same bytes."""
+    engine: Text | None = None
+    kind: Text | None = None
+    source: dict[str, Any] | None = None
+    ref: dict[Text, Text | None] | None = None
+    cmake: list[str] | None = None
+    repo_id: str | None = None
+    commit: Text | None = None
+
+
 class ModelPart(Part):
-    """The model file (also sha256 of the file used; type, size, n_params for imports)."""
+    """The model file (also sha256 of the file used; type, size, n_params for imports);
+    ``quantized_by`` is absent in records older than shared quantization, and for a file as given."""
     name: Text | None = None
     path: Text | None = None
     quant: Text | None = None
     source_sha256: str | None = None
+    sha256: str | None = None
+    quantized_by: QuantizedByPart | None = None
 
 
 class ToolPart(Part):

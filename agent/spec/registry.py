@@ -158,20 +158,23 @@ KV_COMMON = ("f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 @dataclass(frozen=True)
 class EngineKind:
     """An engine family: what it quantizes to, its KV cache types, its tools, how each tool's
-    own warmup pass is turned off, and its cmake options (ON/OFF ones, string ones)."""
+    own warmup pass is turned off, its cmake options (ON/OFF ones, string ones), and whose
+    quantized files it loads (of a quant both kinds have; the plan shares one file per quant)."""
     name: str
     quants: tuple[str, ...]
     kv_types: tuple[str, ...]
     tools: tuple[str, ...]
     no_warmup: Mapping[str, tuple[str, ...]]
     cmake: tuple[frozenset, frozenset]
+    loads_files_of: tuple[str, ...] = ()         # besides its own kind's
 
 
 ENGINES: dict[str, EngineKind] = {e.name: e for e in (
     EngineKind(MAINLINE, tuple(QUANTS_COMMON + QUANTS_MAINLINE_ONLY), KV_COMMON, (BENCH,),
                {BENCH: ("--no-warmup",)}, CMAKE_OPTIONS[MAINLINE]),
     EngineKind(IK, tuple(QUANTS_COMMON + QUANTS_IK_ONLY), KV_COMMON + ("q6_0", "q8_KV"), (BENCH, SWEEP),
-               {BENCH: ("-w", "0"), SWEEP: ("--no-warmup",)}, CMAKE_OPTIONS[IK]),
+               {BENCH: ("-w", "0"), SWEEP: ("--no-warmup",)}, CMAKE_OPTIONS[IK],
+               loads_files_of=(MAINLINE,)),      # a fork loads upstream's files; upstream may not know a fork's
 )}
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from agent.store.keys import StoreError
-from coordinator.cli import agent, cluster, compare, imports, plan, probe, report, run, selftest, volunteers
+from coordinator.cli import agent, cluster, compare, imports, noise, plan, probe, report, run, selftest, volunteers
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 
 EXIT_STORE = 3
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_parser(sub)
     report.add_parser(sub)
     selftest.add_parser(sub)
+    noise.add_parser(sub)
     return parser
 
 

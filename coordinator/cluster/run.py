@@ -44,7 +44,7 @@ def write_manifest(store, plan: Plan, run_id: str, records: dict[str, list[dict]
 
 def render_table(plan: Plan, records: dict[str, list[dict]], not_run: dict[str, str] | None = None) -> str:
     cells = [{"cell_id": c.cell_id, "params": c.params} for c in plan.cells]
-    return comparison_table(cells, records, plan.baseline, not_run)
+    return comparison_table(cells, records, plan.comparisons, not_run)
 
 
 def run_matrix(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool,
@@ -161,8 +161,7 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
     records = stored_records(store, run_id)
     ok = [r for recs in records.values() for r in recs if r.get("status") == "ok"]
     done = {(r["cell_id"], r.get("hardware_class")) for r in ok} | {(r["cell_id"], f"host:{r['agent_id']}") for r in ok}
-    axis = next(iter(plan.baseline or {"ref": None}))
-    placements, unmatched_why = place(plan.cells, agents, axis, done)
+    placements, unmatched_why = place(plan.cells, agents, plan.comparisons, done)
     cells = {c.cell_id: c for c in plan.cells}
     unmatched = [(cells[cid], why) for cid, why in unmatched_why.items()]
     matched = [c for c in plan.cells if c.cell_id not in unmatched_why]

@@ -12,7 +12,7 @@ import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (AfterValidator, AliasChoices, BaseModel, Discriminator, Field, PrivateAttr, Tag,
-                      create_model, field_validator, model_validator)
+                      create_model, field_serializer, field_validator, model_validator)
 
 from agent.spec.printable import shown
 from agent.spec.cellspec import ToolName
@@ -107,6 +107,9 @@ class Model(Strict):
     path: Annotated[str, AfterValidator(model_path)] | None = Field(
         None, description="path of an existing GGUF file (first shard); no '..' component")
     sha256: str | None = Field(None, description="expected sha256 of the file, 64 hex digits")
+    quantize_with: Literal["one", "each"] = Field("one", description=(
+        "who quantizes: one build per quant, its file shared by every ref and engine that can load it, "
+        "so A and B load the same bytes (one); or each build its own llama-quantize (each)"))
 
     @field_validator("sha256")
     @classmethod
@@ -399,11 +402,19 @@ class HardwareSpec(Strict):
 # ---------------------------------------------------------------- the whole file
 
 class Compare(Strict):
-    """What reports compare against: the baseline cell values and the metrics shown."""
-    baseline: AxisValues = Field(description="axis values of the baseline, e.g. {ref: a}")
+    """One comparison of the run table: each candidate cell against the cell with the
+    baseline's values and the same other params."""
+    baseline: AxisValues = Field(description="axis values of the baseline, e.g. {ref: a} or {rtr: false}")
+    candidate: AxisValues | None = Field(
+        None, description="axis values of the cells compared, on the baseline's axes, e.g. {rtr: true} "
+        "(default: every cell that is not a baseline)")
     metrics: list[Annotated[str, AfterValidator(lambda v: v if re.fullmatch(r"[a-z][a-z0-9_]*", v) else fail(
         f"{shown(v)} is not a metric name"))]] = Field(
         default_factory=lambda: ["pp_tps", "tg_tps"], min_length=1, description="metrics to compare")
+
+    def sides(self) -> tuple[dict, dict | None]:
+        """(baseline values, candidate values or None) as plain values."""
+        return self.baseline.values(), self.candidate.values() if self.candidate is not None else None
 
 
 class Matrix(Strict):
@@ -424,7 +435,8 @@ class Matrix(Strict):
     timeout_s: PosInt = Field(1800, description="per-cell wall-clock timeout in seconds")
     hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="where cells may run")
     matrix: MatrixAxes = Field(description="axes, exclude and include")
-    compare: Compare | None = Field(None, description="baseline and metrics for reports")
+    compare: Annotated[list[Compare], Field(min_length=1)] | None = Field(
+        None, description="comparisons for the run table: one {baseline, candidate, metrics} or a list of them")
 
     _ref_map: dict = PrivateAttr(default_factory=dict)
 
@@ -436,6 +448,22 @@ class Matrix(Strict):
             return {k: x for k, x in v.items()
                     if not (x is None and k in ("args", "hygiene", "hardware", "description", "compare"))}
         return v
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _one_compare(cls, v: Any) -> Any:
+        # the single-mapping form is a one-item list
+        return [v] if isinstance(v, dict) else v
+
+    @field_serializer("compare")
+    def _compare_dump(self, v: list[Compare] | None, info) -> Any:
+        # one comparison without a candidate dumps as the mapping it always was, so the run ids
+        # (a hash of this dump) of matrices written before lists stay what they were
+        if v is None:
+            return None
+        dumps = [{k: x for k, x in c.model_dump(mode=info.mode).items() if not (k == "candidate" and x is None)}
+                 for c in v]
+        return dumps[0] if len(dumps) == 1 else dumps
 
     # -- public helpers
 

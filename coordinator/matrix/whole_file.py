@@ -1,7 +1,7 @@
 """Whole-file checks: what no single section can tell, run once the schema has passed.
 
 Refs name defined engines and are unique, axis values are unique, includes and excludes
-and the compare baseline name axes and defined refs and models, the cells fit
+and each comparison's baseline and candidate name axes and defined refs and models, the cells fit
 ``--max-cells`` (counted before any is built), and every cell's settings are ones its
 engine kind has (``agent.spec.registry.runs_on``). The first problem raises
 :class:`Invalid` at a path into the data as the file spells it.
@@ -95,14 +95,32 @@ def check(m, max_cells: int = MAX_CELLS) -> None:
                           f"has no ref: {shown(c)}" if missing[0] == "ref" else
                           "a 'model' axis is required when there is more than one model")
         _check_engine(m, c)
-    if m.compare is not None:
-        for k, v in m.compare.baseline.values().items():
-            loc = ("compare", "baseline", k)
+    for i, comparison in enumerate(m.compare or []):
+        _check_comparison(m, axes, i, *comparison.sides())
+
+
+def _check_comparison(m, axes: dict, i: int, baseline: dict, candidate: dict | None) -> None:
+    """Both sides name axes and their values; a candidate names the baseline's axes and differs."""
+    # (a single-mapping compare has no index in the file: the error path drops it)
+    for side, values in (("baseline", baseline), ("candidate", candidate)):
+        if values is None:
+            continue
+        if not values:
+            raise Invalid(("compare", i, side), f"empty {side}: name an axis value, e.g. {{ref: ...}}")
+        for k, v in values.items():
+            loc = ("compare", i, side, k)
             _check_name(m, k, v, loc)
             if k not in axes:
-                raise Invalid(loc, f"baseline key {k!r} is not an axis of this matrix (axes: {', '.join(axes)})")
+                raise Invalid(loc, f"{side} key {k!r} is not an axis of this matrix (axes: {', '.join(axes)})")
             if not any(same(v, w) for w in axes[k]):
-                raise Invalid(loc, f"baseline {k} {shown(v)} is not a value of axis {k!r}")
+                raise Invalid(loc, f"{side} {k} {shown(v)} is not a value of axis {k!r}")
+    if candidate is None:
+        return
+    if set(candidate) != set(baseline):
+        raise Invalid(("compare", i, "candidate"), f"candidate names {', '.join(sorted(candidate))} but baseline "
+                      f"names {', '.join(sorted(baseline))}: a comparison varies the same axes on both sides")
+    if all(same(v, baseline[k]) for k, v in candidate.items()):
+        raise Invalid(("compare", i, "candidate"), "candidate and baseline are the same cells")
 
 
 def _check_name(m, key: str, value: Any, loc: tuple) -> None:

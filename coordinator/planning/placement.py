@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from coordinator.planning.plan import PlannedCell, ab_groups, cell_requirement, requirement_key
+from coordinator.matrix.expansion import same
+from coordinator.planning.plan import PlannedCell, cell_requirement, requirement_key
+
+Sides = tuple[dict, dict | None]      # (baseline values, candidate values or None: every other cell)
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,55 @@ def matching_agents(cell: PlannedCell, agents: list[Agent]) -> tuple[list[Agent]
     return fit, why
 
 
-def place(cells: list[PlannedCell], agents: list[Agent], axis: str = "ref",
+def _takes_part(params: dict, values: dict | None) -> bool:
+    return values is not None and all(same(params.get(k), v) for k, v in values.items())
+
+
+def comparison_groups(cells: list[PlannedCell], comparisons: list[Sides]) -> list[list[PlannedCell]]:
+    """The A/B groups: one agent measures a group's cells together, interleaved process by process.
+
+    For each comparison, the cells it takes part in (its baseline's and candidate's; without a
+    candidate, every cell) that differ only in its axes are linked. A group is a set of cells
+    linked directly or through others, so a cell in two comparisons joins both into one group,
+    and each comparison's A and B cells run interleaved on one agent. With one comparison on
+    one axis these are the groups of ``ab_groups``. Inside a group cells are ordered by their
+    compared axes' values (first seen first), and groups alternate which side starts (A B,
+    then B A, ...) so an order effect does not favour one side.
+    """
+    parent = list(range(len(cells)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for baseline, candidate in comparisons:
+        axes = set(baseline)
+        first: dict[tuple, int] = {}
+        for i, cell in enumerate(cells):
+            if _takes_part(cell.params, baseline) or candidate is None or _takes_part(cell.params, candidate):
+                rest = tuple(sorted((k, repr(v)) for k, v in cell.params.items() if k not in axes))
+                parent[root(i)] = root(first.setdefault(rest, i))
+    keys = list(dict.fromkeys(k for baseline, _ in comparisons for k in baseline))
+    rank: dict[tuple, int] = {}
+    for cell in cells:
+        for k in keys:
+            rank.setdefault((k, repr(cell.params.get(k))), len(rank))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(cells)):
+        groups.setdefault(root(i), []).append(i)
+    return [sorted((cells[i] for i in members), reverse=bool(n % 2),
+                   key=lambda c: tuple(rank[(k, repr(c.params.get(k)))] for k in keys))
+            for n, members in enumerate(groups.values())]
+
+
+def place(cells: list[PlannedCell], agents: list[Agent], comparisons: list[Sides] | None = None,
           done: set[tuple[str, str]] = frozenset()) -> tuple[list[Placement], dict[str, dict[str, str]]]:
     """Placements for every (group, class) or (group, machine) still to measure, and the
-    cells no agent can run (cell id -> host -> reason). ``done`` holds (cell id, class)
-    pairs the store already has."""
+    cells no agent can run (cell id -> host -> reason). ``comparisons`` make the A/B groups
+    (none: cells that differ only in ref). ``done`` holds (cell id, class) pairs the store
+    already has."""
     placements: list[Placement] = []
     unmatched: dict[str, dict[str, str]] = {}
     # Cells that ask the same of an agent (one hardware spec, one gpus value) go to the same
@@ -64,7 +111,7 @@ def place(cells: list[PlannedCell], agents: list[Agent], axis: str = "ref",
         spots[cell.cell_id], why = by_need[need]
         if not spots[cell.cell_id]:
             unmatched[cell.cell_id] = dict(why) or {"-": "no agent is enrolled"}
-    for group in ab_groups([c for c in cells if spots[c.cell_id]], axis):
+    for group in comparison_groups([c for c in cells if spots[c.cell_id]], comparisons or [({"ref": None}, None)]):
         targets: dict[tuple, list[PlannedCell]] = {}
         for cell in group:
             for key, name in spots[cell.cell_id].items():

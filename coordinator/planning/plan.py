@@ -1,7 +1,9 @@
 """Planning: a validated matrix becomes concrete cells, each with its build and its spec.
 
 Axes split three ways - build (ref + cmake flags), model (model, quant), run (everything
-else) - and cells are ordered by build so each build happens once per agent.
+else) - and cells are ordered by build so each build happens once per agent. Each (model,
+quant) is quantized by one build, chosen here, so the refs and engines measuring it load
+the same bytes (``quantize_with: each`` gives every build its own).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from agent.engine.build import cmake_option, needs_cuda
 from coordinator.errors import UserError
 from coordinator.matrix.display import display
 from coordinator.planning.hardware_match import unmet
-from agent.spec.registry import QUANTIZE, TOOLS
+from agent.spec.registry import ENGINES, QUANTIZE, TOOLS
 from agent.spec.yaml_lines import MatrixError
 from coordinator.matrix.loading import load_matrix
 from coordinator.matrix.schema import Matrix, cell_tool_args
@@ -45,6 +47,9 @@ class PlannedCell:
     # Spec parts cells have in common (engine, model, ref, repetitions, hygiene), built once:
     # load_plan hands every cell of a plan the same dict. Specs are frozen, so sharing is safe.
     spec_parts: dict = field(default_factory=dict, repr=False, compare=False)
+    # the cell whose build quantizes this cell's model (None: its own build) and that build's targets
+    quantizer: "PlannedCell | None" = field(default=None, repr=False, compare=False)
+    quantizer_targets: frozenset = field(default=frozenset(), repr=False, compare=False)
     _specs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -76,7 +81,9 @@ class PlannedCell:
         return cell_tool_args(self.settings, self.engine.kind)
 
     def needed_targets(self) -> set[str]:
-        return {TOOLS[self.settings["tool"]].target} | ({QUANTIZE} if self.settings.get("quant") else set())
+        """The tool, and llama-quantize when this cell's own build quantizes its model."""
+        quantizes = self.settings.get("quant") and self.quantizer is None
+        return {TOOLS[self.settings["tool"]].target} | ({QUANTIZE} if quantizes else set())
 
     def to_spec(self, run_id: str, store_url: str, build_targets: set[str] = frozenset(),
                 one_per_class: bool = True, on_clash: str = "reject") -> spec_types.CellSpec:
@@ -97,7 +104,7 @@ class PlannedCell:
             ref=self.key_part(("ref", self.ref.name), lambda: spec_types.RefSpec(
                 name=self.ref.name, kind=self.ref.kind, value=str(self.ref.value))),
             model=self.key_part(("model", self.model_name), self._model_spec),
-            quant=self.settings.get("quant"), tool=self.settings["tool"],
+            quant=self.settings.get("quant"), quantizer=self._quantizer_spec(), tool=self.settings["tool"],
             args=spec_types.ToolArgs(**self.tool_args()), gpus=self.settings.get("gpus"),
             repetitions=self.key_part(("repetitions",), lambda: spec_types.Repetitions(**m.repetitions.model_dump())),
             hygiene=self.key_part(("hygiene",), lambda: spec_types.Hygiene(**m.hygiene.model_dump())),
@@ -115,6 +122,16 @@ class PlannedCell:
             name=self.engine_name, kind=self.engine.kind, repo=self.engine.repo,
             sdist=spec_types.SdistSource(**self.engine.sdist.model_dump()) if self.engine.sdist else None,
             cmake=list(self.engine.build.cmake) if self.engine.build else [])
+
+    def _quantizer_spec(self) -> spec_types.QuantizerSpec | None:
+        q = self.quantizer
+        if q is None:
+            return None
+        return self.key_part(("quantizer", q.build_order), lambda: spec_types.QuantizerSpec(
+            engine=q.key_part(("engine", q.engine_name), q._engine_spec),
+            ref=q.key_part(("ref", q.ref.name), lambda: spec_types.RefSpec(
+                name=q.ref.name, kind=q.ref.kind, value=str(q.ref.value))),
+            gpus=q.settings.get("gpus"), build_targets=sorted(self.quantizer_targets)))
 
     def _model_spec(self) -> spec_types.ModelSpec:
         return spec_types.ModelSpec(
@@ -139,10 +156,9 @@ class Plan:
         return f"{self.matrix.name}-{self.matrix_hash}"
 
     @property
-    def baseline(self) -> dict | None:
-        if not self.matrix.compare or not self.matrix.compare.baseline:
-            return None
-        return {k: v for k, v in self.matrix.compare.baseline.model_dump(exclude_none=True).items()}
+    def comparisons(self) -> list[tuple[dict, dict | None]]:
+        """(baseline values, candidate values or None) per comparison of the matrix."""
+        return [c.sides() for c in self.matrix.compare or []]
 
 
 def load_plan(path: str, max_cells: int = MAX_CELLS) -> Plan:
@@ -166,7 +182,39 @@ def load_plan(path: str, max_cells: int = MAX_CELLS) -> Plan:
             engine_name=engine_name, engine=engine, ref=matrix.refs()[params["ref"]],
             model_name=model_name, model=matrix.models[model_name], matrix=matrix, matrix_hash=matrix_hash,
             spec_parts=spec_parts))
+    _choose_quantizers(cells)
     return Plan(path=str(path), matrix=matrix, matrix_hash=matrix_hash, cells=cells)
+
+
+def _loads(consumer: str, maker: str) -> bool:
+    """Whether engine kind ``consumer`` loads a quantized file that kind ``maker`` wrote (the
+    registry says whose files each kind loads besides its own)."""
+    return consumer == maker or maker in ENGINES[consumer].loads_files_of
+
+
+def _choose_quantizers(cells: list[PlannedCell]) -> None:
+    """One build per (model, quant) quantizes it, for every cell that can load its file. The
+    choice is the plan's, so every agent of every class is told the same: among the cells of
+    that (model, quant), the build whose file the most engine kinds there load, then a CPU
+    build (any agent can build it), then the first ref in the matrix, then the first cell.
+    A cell whose kind cannot load that file takes the best build it can load (a quant one
+    kind has is quantized by that kind). ``quantize_with: each``: every build its own."""
+    groups: dict[tuple, list[PlannedCell]] = {}
+    for cell in cells:
+        if cell.settings.get("quant") and cell.model.quantize_with == "one":
+            groups.setdefault((cell.model_name, cell.settings["quant"]), []).append(cell)
+    for group in groups.values():
+        order = {name: i for i, name in enumerate(group[0].matrix.refs())}
+        kinds = {c.engine.kind for c in group}
+        ranked = sorted(group, key=lambda c: (-sum(_loads(k, c.engine.kind) for k in kinds), c.cuda,
+                                              order[c.ref.name]))      # stable: then matrix order
+        for cell in group:
+            maker = next(m for m in ranked if _loads(cell.engine.kind, m.engine.kind))
+            cell.quantizer = None if maker.build_order == cell.build_order else maker
+    targets = build_targets(cells)
+    for cell in cells:
+        if cell.quantizer is not None:
+            cell.quantizer_targets = frozenset(targets[cell.quantizer.build_order])
 
 
 def build_targets(cells: list[PlannedCell]) -> dict[tuple, set[str]]:

@@ -39,8 +39,11 @@ def pair_records(records: list[dict], baseline: dict, candidate: dict) -> list[t
 
 
 def _same_binary(base: dict, cand: dict) -> bool:
+    """One binary run with the same settings: nothing to test. Cells that differ in a run-time
+    setting (rtr, threads) share a binary and are still compared."""
     digest = base.get("engine", {}).get("binary_hash")
-    return digest is not None and digest == cand.get("engine", {}).get("binary_hash")
+    return (digest is not None and digest == cand.get("engine", {}).get("binary_hash")
+            and _other_params(base.get("params", {}), "ref") == _other_params(cand.get("params", {}), "ref"))
 
 
 def units(metric: dict) -> list[float]:

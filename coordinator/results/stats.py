@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import special, stats
 
+from agent.spec.sequential import sequential_verdict
+
 VERDICTS = ("slower", "faster", "same", "unknown", "same binary")
 
 
@@ -247,6 +249,31 @@ def compare_many(pairs: list[tuple[list[float], list[float], str]], settings: Se
         warnings: list[str] = []
         _decide(r, _clean(pairs[i][0], "base", warnings), _clean(pairs[i][1], "cand", warnings), settings)
     return results
+
+
+def compare_sequential(base: list[float], cand: list[float], metric: str = "tps",
+                       settings: Settings = Settings(), max_pairs: int | None = None) -> Comparison:
+    """The verdict of interleaved pairs (base[i], cand[i]) under the sequential rule
+    (agent.spec.sequential: an anytime-valid confidence sequence of the paired log-ratio, so
+    it may be asked after every pair), as a Comparison for tables and the store. Not yet
+    settled reads "unknown", with more_runs the extra pairs a fixed-n design would need."""
+    warnings: list[str] = []
+    a, b = _clean(base, "base", warnings), _clean(cand, "cand", warnings)
+    v = sequential_verdict(a.tolist(), b.tolist(), alpha=settings.alpha, min_effect=settings.min_effect,
+                           equivalence=settings.equivalence, max_pairs=max_pairs)
+    a, b = a[:v.pairs], b[:v.pairs]
+    c = Comparison(metric=metric, n_base=v.pairs, n_cand=v.pairs,
+                   mean_base=float(a.mean()) if v.pairs else None,
+                   mean_cand=float(b.mean()) if v.pairs else None,
+                   ratio=v.ratio, ci_low=v.ci_low, ci_high=v.ci_high, p_value=None, p_adjusted=None,
+                   test="sequential", verdict=v.verdict if v.verdict in VERDICTS else "unknown",
+                   cv_base=_cv(a), cv_cand=_cv(b), warnings=warnings)
+    if c.verdict == "unknown":
+        try:
+            c.more_runs = max(1, runs_needed(a, b, effect=settings.min_effect, alpha=settings.alpha) - v.pairs)
+        except ValueError:
+            c.more_runs = max(1, settings.min_samples - v.pairs)
+    return c
 
 
 # ---------------------------------------------------------------- simulation

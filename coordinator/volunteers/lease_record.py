@@ -5,10 +5,10 @@ back and believes nothing in it until it holds: this run, cell, agent and one of
 agent's key fingerprints; everything a reader of the store checks (coordinator.results.record_check:
 size, JSON, the record model, finite bounded numbers, no steering characters), so the
 record a lease closes on is one the reports can read; the enrolled hardware class; the
-cell spec that was handed out (params, engine source, ref, cmake flags, model, tool, and
-every argv that the spec's arguments determine); a known status; and metrics whose
-samples are positive rates that add up. The first thing that does not hold is the
-reason, in one line, values shown with ``agent.spec.printable.shown``.
+cell spec that was handed out (params, engine source, ref, cmake flags, model and the build
+that quantized it, tool, and every argv that the spec's arguments determine); a known
+status; and metrics whose samples are positive rates that add up. The first thing that
+does not hold is the reason, in one line, values shown with ``agent.spec.printable.shown``.
 """
 from __future__ import annotations
 
@@ -106,6 +106,7 @@ def _matches_spec(record: StoredRecord, spec: CellSpec, hw_class: str) -> None:
     _same("tool.name", record.tool.name, spec.tool)
     if record.status == "ok":
         _built_as_leased(engine, spec, flags)
+        _quantized_as_leased(record, spec)
         if spec.model.sha256:
             _same("model.source_sha256", str(record.model.source_sha256).lower(), spec.model.sha256.lower())
     _argv_as_leased(record, spec)
@@ -131,6 +132,34 @@ def _built_as_leased(engine: EnginePart, spec: CellSpec, flags: list[str]) -> No
         _same("engine.build.key.commit", key.commit, commit)
         _same("engine.build.key.repo_id", key.repo_id, repo_id)
         _same("engine.build.key.cmake_flags", key.cmake_flags, flags)
+
+
+def _quantized_as_leased(record: StoredRecord, spec: CellSpec) -> None:
+    """An ok record of a quant names the build whose llama-quantize made its file: the one the
+    spec names (shared by the cells of that model and quant), or else the cell's own build."""
+    if not spec.quant:
+        return
+    made = record.model.quantized_by
+    if made is None:
+        raise BadRecord("model.quantized_by is missing: the record does not name the build that quantized it")
+    q = spec.quantizer
+    engine, ref = (q.engine, q.ref) if q else (spec.engine, spec.ref)
+    for what, got, want in (("engine", made.engine, engine.name), ("kind", made.kind, engine.kind),
+                            ("source", made.source, engine.source()), ("ref", made.ref, ref.model_dump(mode="json")),
+                            ("cmake", made.cmake, list(engine.cmake))):
+        _same(f"model.quantized_by.{what}", got, want)
+    if q is None:           # the cell's own build: the commit it built
+        _same("model.quantized_by.commit", made.commit, record.engine.commit)
+        _same("model.quantized_by.repo_id", made.repo_id, record.engine.repo_id)
+        return
+    commit = made.commit
+    if commit is None or len(commit) not in (40, 64) or any(c not in "0123456789abcdef" for c in commit):
+        raise BadRecord(f"model.quantized_by.commit {shown(commit)} is not a full commit id")
+    if ref.kind == "commit" and not commit.startswith(ref.value.lower()):
+        raise BadRecord(f"model.quantized_by.commit {commit} is not the leased quantizer's commit {ref.value}")
+    _same("model.quantized_by.repo_id", made.repo_id,
+          sdist_repo_id(engine.sdist.package, list(engine.sdist.versions)) if engine.sdist
+          else normalize_repo(engine.repo))
 
 
 def _argv_as_leased(record: StoredRecord, spec: CellSpec) -> None:
