@@ -345,7 +345,7 @@ def main(argv=None) -> int:
 
     print()
     print("## Real-engine figures (process CV before/after calibration and the guard, idle and "
-          "under a CPU hog): not measured here; they are measured elsewhere (issue #13 items 1-2)")
+          "under a CPU hog): not measured yet: calibration and the busy-machine guard (issue #13 items 1-2) do not exist yet")
     print(f"bench time {time.monotonic() - t0:.1f} s")
     print(f"false_call_rate={false_rate:.3f} power={power:.3f} processes_vs_fixed={ratio:.3f}")
     return 0

@@ -124,12 +124,13 @@ def test_the_demo_table_has_one_delta_pair_per_comparison_named_by_its_baseline(
         assert row["Δ tg vs mainline-0.3.35"].endswith(expected), row
 
 
-def test_with_one_comparison_the_table_is_one_delta_pair_and_an_empty_list_none():
+def test_with_one_comparison_the_table_is_one_delta_pair_and_without_one_a_pair_of_dashes():
     cells, records = _demo_records(random.Random(4))
     header, _ = _rows(comparison_table(cells, records, [({"ref": "mainline-0.3.35"}, None)]))
     assert [h for h in header if h.startswith("Δ")] == ["Δ pp vs mainline-0.3.35", "Δ tg vs mainline-0.3.35"]
-    header, _ = _rows(comparison_table(cells, records, []))
-    assert not [h for h in header if h.startswith("Δ")]
+    header, rows = _rows(comparison_table(cells, records, []))
+    assert [h for h in header if h.startswith("Δ")] == ["Δ pp", "Δ tg"]      # as before lists of comparisons
+    assert {r["Δ pp"] for r in rows} == {r["Δ tg"] for r in rows} == {"-"}
 
 
 def test_engine_against_engine_with_a_candidate_compares_only_its_cells():

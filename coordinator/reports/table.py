@@ -95,8 +95,8 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]],
             if k not in columns:
                 columns.append(k)
     varying = [k for k in columns if len({repr(c["params"].get(k)) for c in cells}) > 1] or columns[:1]
-    bases = [_baselines(cells, baseline, candidate) for baseline, candidate in comparisons]
-    is_base = [set(b.values()) for b in bases]
+    bases = [_baselines(cells, baseline, candidate) for baseline, candidate in comparisons] or [{}]
+    is_base = [set(b.values()) for b in bases]       # no comparison: one Δ pair, "-" throughout
     classes = sorted({r.get("hardware_class") for recs in records.values() for r in recs
                       if r.get("hardware_class")}) or [None]
 
@@ -139,6 +139,8 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]],
     group = ["pp t/s", "tg t/s"]
     for baseline, _ in comparisons:
         group += [f"Δ pp vs {baseline_label(baseline)}", f"Δ tg vs {baseline_label(baseline)}"]
+    if not comparisons:
+        group += ["Δ pp", "Δ tg"]
     group.append("status")
     if len(classes) > 1:
         headers = [*varying, "test"] + [f"{_class_label(c, records)} {h}" for c in classes for h in group]
