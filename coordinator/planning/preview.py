@@ -40,7 +40,18 @@ def print_plan(path: str, max_cells: int = MAX_CELLS) -> int:
     print(f"\nthis machine ({profile.hostname}, class {profile.hardware_class}) matches {n_match} of "
           f"{len(plan.cells)} cells" + ("" if n_match else "; `hwmatrix run` would refuse them"))
     sys.stdout.flush()
+    crowded = crowded_cells(plan.cells, profile.cpu.threads)
+    if crowded:
+        print(f"hwmatrix: warning: {len(crowded)} cell(s) run with threads >= this machine's {profile.cpu.threads} "
+              f"CPUs ({', '.join(crowded[:5])}{', ...' if len(crowded) > 5 else ''}): the engine then competes "
+              "with hwmatrix and every other process for each core, so its numbers vary more; threads <= "
+              f"{max(1, profile.cpu.threads - 1)} leaves one free", file=sys.stderr)
     return EXIT_OK
+
+
+def crowded_cells(cells, cpus: int) -> list[str]:
+    """The cells whose engine asks for every CPU of a machine with ``cpus`` or more."""
+    return [c.cell_id for c in cells if (c.tool_args().get("threads") or 0) >= cpus]
 
 
 def print_cluster_plan(path: str, agents, max_cells: int = MAX_CELLS) -> int:
