@@ -13,7 +13,7 @@ from agent.spec.record import Metric
 from agent.spec.yaml_lines import MatrixError
 from coordinator.matrix.loading import load_matrix
 from coordinator.planning.placement import Agent, comparison_groups, place
-from coordinator.planning.plan import ab_groups, load_plan
+from coordinator.planning.plan import load_plan
 from coordinator.reports.table import comparison_table
 from tests.test_matrix import VALID, edit, line_of, load_error, write
 
@@ -208,10 +208,3 @@ def test_placement_puts_each_group_in_one_task_so_the_rtr_pair_runs_interleaved_
     assert not unmatched
     pairs = [{(c.params["ref"], c.params["rtr"]) for c in p.cells} for p in placements]
     assert sum({("ik-0.1.5", True), ("ik-0.1.5", False)} <= s for s in pairs) == 4
-
-
-def test_one_comparison_on_one_axis_groups_as_ab_groups_did():
-    plan = load_plan(str(DEMO))
-    for axis in ("ref", "threads"):
-        ids = [[c.cell_id for c in g] for g in comparison_groups(plan.cells, [({axis: None}, None)])]
-        assert ids == [[c.cell_id for c in g] for g in ab_groups(plan.cells, axis)]

@@ -49,10 +49,10 @@ def test_mainline_cells_do_not_pass_ik_only_flags_that_are_off():
 
 
 def test_cells_that_differ_only_in_ref_form_one_group_with_alternating_first_side():
-    from coordinator.planning.plan import ab_groups
+    from coordinator.planning.placement import comparison_groups
 
     plan = load_plan(str(DEMO))
-    groups = ab_groups(plan.cells)
+    groups = comparison_groups(plan.cells, [({"ref": None}, None)])      # one comparison, on ref
     assert sorted(c.cell_id for g in groups for c in g) == sorted(c.cell_id for c in plan.cells)
     first = groups[0]
     assert [c.params["ref"] for c in first] == ["mainline-0.3.35", "mainline-0.3.36", "ik-0.1.5"]
@@ -64,10 +64,10 @@ def test_cells_that_differ_only_in_ref_form_one_group_with_alternating_first_sid
 
 
 def test_groups_follow_the_baseline_axis_when_it_is_not_ref():
-    from coordinator.planning.plan import ab_groups
+    from coordinator.planning.placement import comparison_groups
 
     plan = load_plan(str(DEMO))
-    groups = ab_groups(plan.cells, "threads")
+    groups = comparison_groups(plan.cells, [({"threads": None}, None)])
     assert all(len({repr({k: v for k, v in c.params.items() if k != "threads"}) for c in g}) == 1 for g in groups)
     assert max(len(g) for g in groups) == 2 and all({c.params["threads"] for c in g} == {1, 2}
                                                    for g in groups if len(g) == 2)

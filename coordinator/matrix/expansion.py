@@ -23,6 +23,12 @@ def same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def has_values(params: dict, values: dict) -> bool:
+    """Whether a cell's ``params`` hold every one of ``values``: a partial match, as a
+    comparison's baseline or candidate names its cells."""
+    return all(same(params.get(k), v) for k, v in values.items())
+
+
 def hashable(v: Any) -> Any:
     """A key equal for two values exactly when :func:`same` says they are the same."""
     if isinstance(v, bool):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from coordinator.matrix.expansion import same
+from coordinator.matrix.expansion import has_values
 from coordinator.planning.plan import PlannedCell, cell_requirement, requirement_key
 
 Sides = tuple[dict, dict | None]      # (baseline values, candidate values or None: every other cell)
@@ -44,18 +44,13 @@ def matching_agents(cell: PlannedCell, agents: list[Agent]) -> tuple[list[Agent]
     return fit, why
 
 
-def _takes_part(params: dict, values: dict | None) -> bool:
-    return values is not None and all(same(params.get(k), v) for k, v in values.items())
-
-
 def comparison_groups(cells: list[PlannedCell], comparisons: list[Sides]) -> list[list[PlannedCell]]:
     """The A/B groups: one agent measures a group's cells together, interleaved process by process.
 
     For each comparison, the cells it takes part in (its baseline's and candidate's; without a
     candidate, every cell) that differ only in its axes are linked. A group is a set of cells
     linked directly or through others, so a cell in two comparisons joins both into one group,
-    and each comparison's A and B cells run interleaved on one agent. With one comparison on
-    one axis these are the groups of ``ab_groups``. Inside a group cells are ordered by their
+    and each comparison's A and B cells run interleaved on one agent. Inside a group cells are ordered by their
     compared axes' values (first seen first), and groups alternate which side starts (A B,
     then B A, ...) so an order effect does not favour one side.
     """
@@ -71,7 +66,7 @@ def comparison_groups(cells: list[PlannedCell], comparisons: list[Sides]) -> lis
         axes = set(baseline)
         first: dict[tuple, int] = {}
         for i, cell in enumerate(cells):
-            if _takes_part(cell.params, baseline) or candidate is None or _takes_part(cell.params, candidate):
+            if candidate is None or has_values(cell.params, baseline) or has_values(cell.params, candidate):
                 rest = tuple(sorted((k, repr(v)) for k, v in cell.params.items() if k not in axes))
                 parent[root(i)] = root(first.setdefault(rest, i))
     keys = list(dict.fromkeys(k for baseline, _ in comparisons for k in baseline))

@@ -225,22 +225,6 @@ def build_targets(cells: list[PlannedCell]) -> dict[tuple, set[str]]:
     return targets
 
 
-def ab_groups(cells: list[PlannedCell], axis: str = "ref") -> list[list[PlannedCell]]:
-    """Cells that differ only in ``axis`` form one group: one agent measures them together,
-    interleaved process by process. Groups alternate which side starts (A B, then B A, ...)
-    so an order effect does not favour one side. Builds stay cached, so each one still
-    happens once per agent."""
-    rank: dict = {}
-    for cell in cells:
-        rank.setdefault(repr(cell.params.get(axis)), len(rank))
-    groups: dict[tuple, list[PlannedCell]] = {}
-    for cell in cells:
-        rest = tuple(sorted((k, repr(v)) for k, v in cell.params.items() if k != axis))
-        groups.setdefault(rest, []).append(cell)
-    return [sorted(group, key=lambda c: rank[repr(c.params.get(axis))], reverse=bool(n % 2))
-            for n, group in enumerate(groups.values())]
-
-
 def requirement_key(cell: PlannedCell) -> tuple:
     """All that ``cell_requirement`` reads of a cell: cells with one key match the same agents
     (every cell of a matrix shares its hardware spec; only ``gpus`` varies)."""

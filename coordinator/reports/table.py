@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from agent.spec.record import HardwarePart
 from coordinator.matrix.display import display as _display
-from coordinator.matrix.expansion import same
+from coordinator.matrix.expansion import has_values
 from coordinator.results.compare import judge
 from coordinator.results.noise import figure_line, noise_figures
 from coordinator.results.stats import Comparison
@@ -59,10 +59,6 @@ def _class_label(hw_class: str | None, records: dict[str, list[dict]]) -> str:
     return f"[{hw_class}]"
 
 
-def _matches(params: dict, values: dict) -> bool:
-    return all(same(params.get(k), v) for k, v in values.items())
-
-
 def baseline_label(baseline: dict) -> str:
     """How a Δ column names its baseline: a ref by its name, other axes as key=value."""
     return ",".join(_display(v) if k == "ref" else f"{k}={_display(v)}" for k, v in baseline.items())
@@ -73,7 +69,7 @@ def _baselines(cells: list[dict], baseline: dict, candidate: dict | None) -> dic
     by_params = {_key(c["params"]): c["cell_id"] for c in cells}
     out = {}
     for cell in cells:
-        if _matches(cell["params"], baseline) or (candidate is not None and not _matches(cell["params"], candidate)):
+        if has_values(cell["params"], baseline) or (candidate is not None and not has_values(cell["params"], candidate)):
             continue
         base_id = by_params.get(_key({**cell["params"], **baseline}))
         if base_id is not None:
