@@ -13,10 +13,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from scipy import special
-
 from coordinator.results.compare import units
-from coordinator.results.stats import Settings
+from coordinator.results.stats import Settings, power_z, runs_needed_at
 
 POWER = 0.8          # as stats.runs_needed, which estimates processes for "unknown" rows
 REFERENCE_N = 10     # the processes per side the figure is quoted at
@@ -35,13 +33,9 @@ class Noise:
     left_out: int = 0       # records of the metric whose processes were not recorded
 
 
-def _z(settings: Settings, power: float = POWER) -> float:
-    return float(special.ndtri(1 - settings.alpha / 2) + special.ndtri(power))
-
-
 def resolvable_change(cv: float, n: int, settings: Settings = Settings(), power: float = POWER) -> float:
     """Smallest relative change called with ``power`` at n processes a side (a fraction)."""
-    return max(settings.min_effect, _z(settings, power) * cv * math.sqrt(2 / n))
+    return max(settings.min_effect, power_z(settings.alpha, power) * cv * math.sqrt(2 / n))
 
 
 def processes_needed(cv: float, change: float, settings: Settings = Settings(), power: float = POWER) -> int | None:
@@ -49,7 +43,7 @@ def processes_needed(cv: float, change: float, settings: Settings = Settings(), 
     CV); None when the rule never calls a change that small (below min_effect)."""
     if change < settings.min_effect:
         return None
-    return max(3, math.ceil(2 * _z(settings, power) ** 2 * cv ** 2 / change ** 2))
+    return runs_needed_at(cv ** 2, change, settings.alpha, power)
 
 
 def _process_cv(values: list[float]) -> float | None:

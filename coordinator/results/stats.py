@@ -161,16 +161,24 @@ def ci_half_width_pct(samples: list[float], confidence: float = 0.95) -> float:
     return float(t * a.std(ddof=1) / math.sqrt(n) / abs(a.mean()) * 100)
 
 
+def power_z(alpha: float = 0.05, power: float = 0.8) -> float:
+    """z_(1-alpha/2) + z_power: the normal approximation's factor for a two-sided test."""
+    return float(special.ndtri(1 - alpha / 2) + special.ndtri(power))
+
+
+def runs_needed_at(cv2: float, effect: float = 0.02, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Samples per side to detect a relative ``effect`` at ``alpha`` (two-sided) with ``power``
+    where the squared CV is ``cv2``: n = 2 (z_a + z_b)^2 cv^2 / effect^2. At least 3, the
+    fewest a verdict accepts."""
+    return max(3, math.ceil(2 * power_z(alpha, power) ** 2 * cv2 / effect ** 2))
+
+
 def runs_needed(samples_a, samples_b, effect: float = 0.02, alpha: float = 0.05, power: float = 0.8) -> int:
-    """Normal-approximation samples per side to detect a relative `effect` at `alpha`
-    (two-sided) with `power`, given the pooled CV: n = 2 (z_a + z_b)^2 cv^2 / effect^2.
-    At least 3, the fewest a verdict accepts."""
+    """Normal-approximation samples per side (``runs_needed_at``), given the pooled CV."""
     cva, cvb = _cv(np.asarray(samples_a, float)), _cv(np.asarray(samples_b, float))
     if cva is None or cvb is None:
         raise ValueError("runs_needed needs at least 2 samples (and a non-zero mean) per side")
-    cv2 = (cva ** 2 + cvb ** 2) / 2
-    z = special.ndtri(1 - alpha / 2) + special.ndtri(power)
-    return max(3, math.ceil(2 * z ** 2 * cv2 / effect ** 2))
+    return runs_needed_at((cva ** 2 + cvb ** 2) / 2, effect, alpha, power)
 
 
 def _decide(c: Comparison, base: np.ndarray, cand: np.ndarray, settings: Settings) -> Comparison:
