@@ -15,13 +15,10 @@ last line is `false_call_rate=F power=P processes_vs_fixed=R` for the sequential
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import numpy as np
 from scipy import stats as st
@@ -30,8 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.paths import default_store_url
+from agent.store.backends import open_store
 from agent.spec.record import process_means
 from agent.spec.sequential import decide, log_ratio_sequence
+from coordinator.results.records import load_checked
 from coordinator.results.stats import Settings, compare
 
 ALPHA, SHIFT, CV, MAX_PAIRS, FIXED_N = 0.05, -0.05, 0.02, 20, 10
@@ -40,18 +39,8 @@ ALPHA, SHIFT, CV, MAX_PAIRS, FIXED_N = 0.05, -0.05, 0.02, 20, 10
 # ---------------------------------------------------------------- noise
 
 def store_records(store_url: str) -> list[dict]:
-    """The ok records of a file:// store (or a plain folder), read straight from its tree."""
-    parsed = urlparse(store_url)
-    root = Path(url2pathname(parsed.path)) if parsed.scheme == "file" else Path(store_url)
-    out = []
-    for path in sorted(root.glob("runs/*/results/*/*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if record.get("status") == "ok" and isinstance(record.get("params"), dict):
-            out.append(record)
-    return out
+    """The ok records of a store, read and checked as reports read them."""
+    return [r for r in load_checked(open_store(store_url)).records if r.get("status") == "ok"]
 
 
 def real_residuals(store_url: str) -> tuple[np.ndarray, int, float]:
