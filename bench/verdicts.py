@@ -1,7 +1,9 @@
 """Verdict rules on this machine's noise: simulated A/A and A/B trials whose process values are
-resampled from the real records in the store (issue #13, items 3, 4 and 9).
+resampled from the real records in the store, then the same questions on a real engine
+(issue #13, items 3, 4, 9 and 10).
 
-    python bench/verdicts.py [--trials 1000] [--seed 0] [--store URL]
+    python bench/verdicts.py [--trials 1000] [--seed 0] [--store URL] [--sim-only]
+                             [--processes 20] [--interleave-trials 8]
 
 Noise: every process value of every cell in the store, divided by its cell's median (so the
 busy VM's one-sided contention outliers keep their shape), centred and scaled to the CV under
@@ -9,13 +11,23 @@ study. Each trial draws its processes from that pool, A's and B's independently;
 (1 + shift). Without records it falls back to normal noise and says so.
 
 Prints: the sequential rule (agent/spec/sequential.py) against hwmatrix's fixed-n rule; the
-rules people use (item 9) side by side; estimators of a cell's value (item 3) at fixed n. The
-last line is `false_call_rate=F power=P processes_vs_fixed=R` for the sequential rule.
+rules people use (item 9) side by side; estimators of a cell's value (item 3) at fixed n; the
+A/A bias of each interleave order (agent/engine/interleave.py) next to a periodic hog. Unless
+--sim-only, on mainline 0.3.36's cached build (never compiled here): per-process values idle
+and next to a one-core hog, resampled for each summary's power (tests/hog.py); the interleave
+orders with a real periodic hog; and the demo's tiny cell through the pipeline with and without
+calibration and the busy-machine guard. The last line is
+`false_call_rate=F power=P processes_vs_fixed=R` for the sequential rule.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -26,12 +38,19 @@ from scipy import stats as st
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.paths import default_store_url
+from agent.engine import interleave, models
+from agent.engine.build import build, make_key
+from agent.engine.pipeline import run_cells
+from agent.engine.sources import resolve
+from agent.paths import cache_dir, default_store_url
 from agent.store.backends import open_store
+from agent.spec.cellspec import ModelSpec
 from agent.spec.record import process_means
 from agent.spec.sequential import decide, log_ratio_sequence
+from coordinator.planning.plan import build_targets, load_plan
 from coordinator.results.records import load_checked
 from coordinator.results.stats import Settings, compare
+from tests.hog import cpu_hog
 
 ALPHA, SHIFT, CV, MAX_PAIRS, FIXED_N = 0.05, -0.05, 0.02, 20, 10
 
@@ -216,6 +235,262 @@ def real_comparisons(store_url: str, rng) -> None:
               + f" | {words[int(seq[0])]} ({int(used[0])} pairs) |")
 
 
+# ---------------------------------------------------------------- interleave order (item 10)
+
+HOG_SLOWDOWN = 0.3          # a process that overlaps the hog entirely loses this share of its speed
+HOG_PERIODS = (2, 3, 4, 8)  # in process slots; 4 is the counterbalanced order's own period (A B B A)
+
+
+def order_slots(mode: str, rounds: int, trial: int) -> np.ndarray:
+    """Side (0 = A, 1 = B) of every process slot, in time order; a random order seeded per trial."""
+    return np.array(interleave.slots(2, rounds, mode, seed=f"sim-{trial}"))
+
+
+def hog_overlap(starts: np.ndarray, ends: np.ndarray, period: float, phase: float, on: float = 1.0) -> np.ndarray:
+    """Share of each [start, end) that a hog busy for ``on`` of every ``period`` (from ``phase``) covers."""
+    covered = np.zeros_like(starts)
+    first = np.floor((starts.min() - phase) / period) - 1
+    for k in np.arange(first, np.ceil((ends.max() - phase) / period) + 1):
+        lo, hi = phase + k * period, phase + k * period + on
+        covered += np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0, None)
+    return covered / (ends - starts)
+
+
+def interleave_trials(noise: Noise, mode: str, period: float, trials: int, rounds: int, rng) -> np.ndarray:
+    """(trials, 2, rounds) process values of an A/A group (one binary as A and B) measured in
+    ``mode`` order next to a periodic hog of a random phase; processes last 1 +- 2%."""
+    out = np.empty((trials, 2, rounds))
+    for t in range(trials):
+        side = order_slots(mode, rounds, t)
+        values = noise.draw(1, 2 * rounds, 0.0, CV)[0]
+        durations = 1.0 / values * 100.0 * rng.normal(1.0, 0.02, size=2 * rounds).clip(0.9, 1.1)
+        ends = np.cumsum(durations)
+        starts = ends - durations
+        values = values * (1 - HOG_SLOWDOWN * hog_overlap(starts, ends, period, rng.uniform(0, period)))
+        for s in (0, 1):
+            out[t, s] = values[side == s]
+    return out
+
+
+def interleave_bias(noise: Noise, trials: int, rng) -> dict:
+    """Per order: the A/A mean log-ratio's bias and spread, and the sequential rule's false
+    calls, next to each hog period. Returns {mode: worst false-call rate} for the choice."""
+    rounds = MAX_PAIRS
+    print()
+    print(f"## Interleave order (item 10): A/A of one binary, {rounds} rounds, a hog that takes "
+          f"{HOG_SLOWDOWN:.0%} of one process slot in every period, random phase; CV {CV:.0%}")
+    print("| hog period (slots) | order | mean A/A log-ratio | mean abs | SD across trials | "
+          "sequential false calls |")
+    print("|---|---|---|---|---|---|")
+    worst = {}
+    for period in HOG_PERIODS:
+        for mode in interleave.ORDERS:
+            vals = interleave_trials(noise, mode, float(period), trials, rounds, rng)
+            d = np.log(vals[:, 1]).mean(1) - np.log(vals[:, 0]).mean(1)
+            codes, _ = sequential(vals[:, 0], vals[:, 1])
+            false = rates(codes, False)
+            worst[mode] = max(worst.get(mode, 0.0), false)
+            print(f"| {period} | {mode} | {d.mean():+.4f} | {np.abs(d).mean():.4f} | {d.std():.4f} | {false:.3f} |")
+    return worst
+
+
+# ---------------------------------------------------------------- real engines (items 3 and 10)
+
+MAINLINE = {"sdist": {"package": "llama-cpp-python", "versions": ["0.3.35", "0.3.36"]}}
+CELL = ["-p", "64", "-n", "16", "-b", "64", "-ub", "64", "-t", "1"]    # the demo's tiny cell, threads 1
+TOKENS = 64 + 16                                                    # per repetition
+SPIN = """import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+for line in sys.stdin:
+    end = time.monotonic() + float(line)
+    while time.monotonic() < end:
+        pass
+"""
+
+
+def cached_mainline(version: str = "0.3.36"):
+    """(llama-bench, Q8_0 tiny model) of mainline ``version``'s cached build, or None when that
+    build is not in the cache: the bench never compiles."""
+    resolved = resolve(MAINLINE, "tag", f"v{version}")
+    state = cache_dir("builds") / make_key(resolved, []).digest() / "build.json"
+    wanted = {"llama-bench", "llama-quantize"}
+    if not state.is_file() or not wanted <= set(json.loads(state.read_text())["targets"]):
+        return None
+    built = build(resolved, [], sorted(wanted))
+    model = models.model_file(ModelSpec(name="tiny", generate="tiny-llama"), "Q8_0", built.bin("llama-quantize"),
+                              built.binary_hash["llama-quantize"])
+    return built.bin("llama-bench"), model.path
+
+
+def engine_process(bench: Path, model: Path, reps: int, core: int | None = None) -> dict:
+    """One llama-bench process of the cell: tg and pp t/s (llama-bench's), its wall time and its
+    CPU time (rusage, os.wait4), optionally pinned to one core."""
+    argv = [str(bench), "-m", str(model), *CELL, "-r", str(reps), "-o", "json"]
+    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=pin)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    rows = json.loads(out)
+    speed = {("tg" if r["n_gen"] else "pp"): float(r["avg_ts"]) for r in rows}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"tg": speed["tg"], "pp": speed["pp"], "wall_s": wall, "cpu_s": cpu,
+            "cpu_tps": reps * TOKENS / cpu, "wall_tps": reps * TOKENS / wall}
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
+
+
+def calibrated_reps(bench: Path, model: Path, seconds: float) -> int:
+    """Repetitions that make one process measure ``seconds``, from one process at -r 3."""
+    p = engine_process(bench, model, 3)
+    per_rep = 64 / p["pp"] + 16 / p["tg"]
+    return max(1, math.ceil(seconds / per_rep))
+
+
+REAL_VALUES = {
+    "tg t/s (llama-bench)": "tg",
+    "process tokens / wall s": "wall_tps",
+    "process tokens / CPU s (rusage)": "cpu_tps",
+}
+
+
+def real_estimators(bench: Path, model: Path, processes: int, rng) -> None:
+    """Item 3 on a real engine: per-process values of the demo's tiny cell, idle and next to a
+    one-core hog (tests/hog.py), resampled into A/A and A/B (-5%) trials at n = 10 a side; each
+    summary judged by the permutation test, so its false calls stay near 5% and power compares."""
+    reps = calibrated_reps(bench, model, 0.5)
+    idle = [engine_process(bench, model, reps) for _ in range(processes)]
+    with cpu_hog(limit_s=30 + 3 * processes):
+        hogged = [engine_process(bench, model, reps) for _ in range(processes)]
+    print()
+    print(f"## Real engine: mainline 0.3.36, tiny Q8_0, -p 64 -n 16 -t 1 -r {reps} (~0.5 s a process); "
+          f"{processes} processes idle, {processes} next to a one-core busy loop; load average {_load()}")
+    print("| value | idle CV | hog CV | hog / idle median |")
+    print("|---|---|---|---|")
+    for name, key in REAL_VALUES.items():
+        a, b = np.array([p[key] for p in idle]), np.array([p[key] for p in hogged])
+        print(f"| {name} | {a.std(ddof=1) / a.mean():.1%} | {b.std(ddof=1) / b.mean():.1%} | "
+              f"{np.median(b) / np.median(a):.3f} |")
+    T, best = 400, None
+    print(f"Resampled: n = {FIXED_N} a side from the pooled {2 * processes} processes (half of them next to "
+          f"the hog), {T} A/A and {T} A/B trials, B {SHIFT:+.0%}; permutation test p < 0.05 and >= 2%")
+    print("| value | summary | A/A false calls | A/B called slower |")
+    print("|---|---|---|---|")
+    for name, key in REAL_VALUES.items():
+        pool = np.array([p[key] for p in idle + hogged])
+        draw = lambda: pool[rng.integers(0, len(pool), size=(T, FIXED_N))]
+        a, b, c, d = draw(), draw(), draw(), draw() * (1 + SHIFT)
+        for est_name, est in ESTIMATORS.items():
+            power = rates(permutation_calls(c, d, est, rng, perms=1000), True)
+            print(f"| {name} | {est_name} | {rates(permutation_calls(a, b, est, rng, perms=1000), False):.3f} | "
+                  f"{power:.3f} |")
+            if best is None or power > best[2]:
+                best = (name, est_name, power)
+    print(f"most power here: {best[1]} of {best[0]} ({best[2]:.3f})")
+
+
+def real_interleave(bench: Path, model: Path, trials: int, rounds: int, rng) -> None:
+    """Item 10 on a real engine: one binary and model as A and B, interleaved in each order,
+    the engine pinned to one core with a hog that spins on that core for one process's time
+    from the start of every fourth process slot (the counterbalanced order's own period), at
+    a random phase per trial. The orders take turns trial by trial, with the same phase, so the
+    VM's other load falls on both alike."""
+    core = max(os.sched_getaffinity(0))
+    reps = calibrated_reps(bench, model, 0.25)
+    spin_s = engine_process(bench, model, reps, core)["wall_s"]      # the whole of one process
+    hog = subprocess.Popen([sys.executable, "-c", SPIN, str(core)], stdin=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    bias = {(mode, metric): [] for mode in interleave.ORDERS for metric in ("pp", "tg")}
+    try:
+        for t in range(trials):
+            phase = int(rng.integers(0, 4))
+            for mode in (interleave.ORDERS if t % 2 == 0 else interleave.ORDERS[::-1]):
+                values: dict[int, list[dict]] = {0: [], 1: []}
+                for slot, side in enumerate(interleave.slots(2, rounds, mode, seed=f"real-{t}")):
+                    if slot % 4 == phase:
+                        hog.stdin.write(f"{spin_s}\n")
+                        hog.stdin.flush()
+                    values[side].append(engine_process(bench, model, reps, core))
+                for metric in ("pp", "tg"):
+                    a, b = (np.log([p[metric] for p in values[s]]) for s in (0, 1))
+                    bias[(mode, metric)].append(float(b.mean() - a.mean()))
+    finally:
+        hog.kill()
+        hog.wait()
+    print()
+    print(f"## Real engine, interleave order: mainline 0.3.36 as A and as B, -r {reps} (~0.25 s a process) "
+          f"pinned to core {core}; a hog on that core for {spin_s:.2f} s (one process) from the start of every "
+          f"4th process; {trials} trials of {rounds} rounds per order, the orders alternating; load average {_load()}")
+    print("| order | metric | mean A/A log-ratio | mean abs | SD across trials | worst trial |")
+    print("|---|---|---|---|---|---|")
+    for (mode, metric), values in bias.items():
+        d = np.array(values)
+        print(f"| {mode} | {metric} | {d.mean():+.4f} | {np.abs(d).mean():.4f} | {d.std(ddof=1):.4f} | "
+              f"{d[np.abs(d).argmax()]:+.4f} |")
+
+
+CV_MATRIX = """name: bench-cv
+engines:
+  mainline: {{kind: llama.cpp, sdist: {{package: llama-cpp-python, versions: ["0.3.35", "0.3.36"]}}}}
+models:
+  tiny: {{generate: tiny-llama}}
+tool: llama-bench
+args: {{n_prompt: 64, n_gen: 16, ctx: 256, batch: 64, ubatch: 64}}
+repetitions: {{min: {n}, max: {n}, min_process_s: {min_process_s}}}
+hygiene: {{drop_caches: off, warmup: 1, cooldown_s: 0, busy: {busy}, quiet_wait_s: {wait}}}
+timeout_s: 300
+matrix:
+  ref: [{{name: mainline-0.3.36, engine: mainline, tag: v0.3.36}}]
+  quant: [Q8_0]
+  threads: [1]
+"""
+
+
+def pipeline_cv(processes: int) -> None:
+    """The demo's tiny cell through the agent pipeline (calibration and busy-machine guard as
+    the matrix sets them), idle and next to a one-core hog: its process CV per metric."""
+    configs = [("-r 1 (min_process_s 0), guard marks only", 0, "mark"),
+               ("calibrated (min_process_s 1), guard marks only", 1, "mark"),
+               ("calibrated (min_process_s 1), guard waits (up to 5 s)", 1, "wait")]
+    print()
+    print(f"## The demo's tiny cell through the pipeline (mainline 0.3.36, Q8_0, threads 1, {processes} processes); "
+          f"load average {_load()}")
+    print("| setting | machine | -r | pp CV | tg CV | disturbed | cell wall s |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="bench-cv-") as tmp:
+        os.environ["HWMATRIX_SPOOL"] = str(Path(tmp) / "spool")
+        for machine in ("idle", "one-core hog"):
+            for i, (label, min_s, busy) in enumerate(configs):
+                path = Path(tmp) / f"m{i}.yaml"
+                path.write_text(CV_MATRIX.format(n=processes, min_process_s=min_s, busy=busy, wait=5))
+                plan = load_plan(str(path))
+                cell = plan.cells[0]
+                spec = cell.to_spec(f"{plan.default_run_id}-{machine[:4]}", f"file://{tmp}/store",
+                                    build_targets(plan.cells)[cell.build_order])
+                t0 = time.monotonic()
+                if machine == "idle":
+                    record = run_cells([spec])[0]
+                else:
+                    with cpu_hog(limit_s=300):
+                        record = run_cells([spec])[0]
+                wall = time.monotonic() - t0
+                if record.status != "ok":
+                    print(f"| {label} | {machine} | - | - | - | - | {record.status}: {record.error} |")
+                    continue
+                cvs = {}
+                for metric in ("pp_tps", "tg_tps"):
+                    m = record.metrics[metric]
+                    v = np.array(process_means(m.samples, m.process_sizes))
+                    cvs[metric] = v.std(ddof=1) / v.mean()
+                reps = (record.repetitions.get("calibration") or {}).get("chosen", "?")
+                print(f"| {label} | {machine} | {reps} | {cvs['pp_tps']:.1%} | {cvs['tg_tps']:.1%} | "
+                      f"{record.hygiene.get('disturbed', '-')} | {wall:.1f} |")
+
+
 # ---------------------------------------------------------------- report
 
 def rates(codes, truth_slower: bool) -> float:
@@ -236,6 +511,10 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=1000, help="A/A and A/B trials each (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store", default=default_store_url())
+    ap.add_argument("--sim-only", action="store_true", help="skip the real-engine sections (about 3 minutes)")
+    ap.add_argument("--processes", type=int, default=20,
+                    help="real engine: processes idle and next to the hog each (default 20; the pipeline runs half)")
+    ap.add_argument("--interleave-trials", type=int, default=8, help="real engine: A/A trials per order (default 8)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     rng = np.random.default_rng(args.seed)
@@ -330,11 +609,25 @@ def main(argv=None) -> int:
         if best is None or score > best[1]:
             best = (name, score)
     print(f"recommended on this noise: {best[0]} (highest power at both CVs; "
-          "stats.py's default is unchanged)")
+          "stats.py's default: the 20% trimmed mean, Yuen's test)")
 
-    print()
-    print("## Real-engine figures (process CV before/after calibration and the guard, idle and "
-          "under a CPU hog): not measured yet: calibration and the busy-machine guard (issue #13 items 1-2) do not exist yet")
+    # ---- item 10: the interleave order, simulated
+    worst = interleave_bias(noise, T, rng)
+    print(f"worst false-call rate over the hog periods: " + ", ".join(f"{m} {w:.3f}" for m, w in worst.items())
+          + f"; the default order is {interleave.DEFAULT}")
+
+    # ---- real engines: items 3 and 10, and the pipeline's calibration and guard
+    if args.sim_only:
+        print()
+        print("## Real engines: skipped (--sim-only)")
+    elif (engine := cached_mainline()) is None:
+        print()
+        print("## Real engines: skipped: mainline 0.3.36's build is not in the cache (the bench never compiles; "
+              "`hwmatrix run matrices/demo-full.yaml` builds it)")
+    else:
+        real_estimators(*engine, args.processes, rng)
+        real_interleave(*engine, max(2, args.interleave_trials), 8, rng)
+        pipeline_cv(args.processes // 2)
     print(f"bench time {time.monotonic() - t0:.1f} s")
     print(f"false_call_rate={false_rate:.3f} power={power:.3f} processes_vs_fixed={ratio:.3f}")
     return 0

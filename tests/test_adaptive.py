@@ -1,5 +1,6 @@
-"""Repetitions on real llama-bench: one engine process per unit, adaptive stopping once the
-CI over processes is tight enough, and A/B cells interleaved process by process."""
+"""Repetitions on real llama-bench: min/max count engine processes (the unit), adaptive
+stopping once the CI over processes is tight enough, and A/B cells interleaved process by
+process. Calibration is off here (min_process_s 0: -r 1) unless per_process is given."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from tests.conftest import hwmatrix
 pytestmark = pytest.mark.engines
 
 
-def _run(tmp_path, target: float, per_process: int = 1) -> dict:
+def _run(tmp_path, target: float, per_process: int | str = "auto") -> dict:
     matrix = tmp_path / f"adaptive-{target}-{per_process}.yaml"
     matrix.write_text(f"""name: adaptive
 engines:
@@ -19,7 +20,7 @@ engines:
 models:
   tiny: {{generate: tiny-llama}}
 args: {{n_prompt: 32, n_gen: 8, threads: 1}}
-repetitions: {{min: 3, max: 9, target_ci_pct: {target}, per_process: {per_process}}}
+repetitions: {{min: 3, max: 9, target_ci_pct: {target}, per_process: {per_process}, min_process_s: 0}}
 hygiene: {{drop_caches: off}}
 matrix:
   ref: [{{name: m36, engine: mainline, tag: v0.3.36}}]
@@ -46,11 +47,14 @@ def test_a_loose_target_stops_at_the_minimum(tmp_path):
     assert rec["repetitions"]["ci_half_width_pct"]["pp_tps"] <= 1000.0
 
 
-def test_per_process_repetitions_are_recorded_by_process(tmp_path):
+def test_per_process_repetitions_are_recorded_by_process_and_max_counts_processes(tmp_path):
     rec = _run(tmp_path, 0.0001, per_process=4)
-    # 9 repetitions at 4 a process: 4 + 4 + 1, and the sizes say which sample came from which
-    assert rec["repetitions"]["processes"] == 3 and rec["metrics"]["pp_tps"]["process_sizes"] == [4, 4, 1]
-    assert [argv[argv.index("-r") + 1] for argv in rec["tool"]["argv"]] == ["4", "4", "1"]
+    # max 9 processes of 4 repetitions each (min/max count processes, issue #13), and the
+    # sizes say which sample came from which
+    assert rec["repetitions"]["processes"] == 9 and rec["repetitions"]["done"] == 36
+    assert rec["metrics"]["pp_tps"]["process_sizes"] == [4] * 9
+    assert [argv[argv.index("-r") + 1] for argv in rec["tool"]["argv"]] == ["4"] * 9
+    assert rec["repetitions"]["calibration"]["how"] == "none: llama-bench -r 4 as per_process gives"
 
 
 def test_ab_cells_take_turns_process_by_process(tmp_path):
@@ -61,7 +65,7 @@ engines:
 models:
   tiny: {generate: tiny-llama}
 args: {n_prompt: 16, n_gen: 4, threads: 1}
-repetitions: 4
+repetitions: {min: 4, max: 4, min_process_s: 0}
 hygiene: {drop_caches: off}
 matrix:
   ref: [{name: A, engine: mainline, tag: v0.3.35}, {name: B, engine: mainline, tag: v0.3.36}]

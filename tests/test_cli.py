@@ -93,7 +93,7 @@ models:
   tiny: {{generate: tiny-llama}}
   junk: {{path: {model}}}
 args: {{n_prompt: 16, n_gen: 4}}
-repetitions: 2
+repetitions: {{min: 2, max: 2, min_process_s: 0}}
 hygiene: {{drop_caches: off}}
 timeout_s: 5
 matrix:

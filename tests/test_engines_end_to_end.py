@@ -25,7 +25,7 @@ engines:
 models:
   tiny: {{generate: tiny-llama}}
 args: {{n_prompt: 32, n_gen: 8, ctx: 192, batch: 64, ubatch: 64, threads: 2}}
-repetitions: {REPS}
+repetitions: {{min: {REPS}, max: {REPS}, min_process_s: 0}}
 hygiene: {{drop_caches: prefer, warmup: 2}}
 timeout_s: 300
 matrix:

@@ -24,7 +24,7 @@ def _spec(repo, branch, store_url, model_path, timeout_s=30.0) -> CellSpec:
         params={"ref": branch}, engine=EngineSpec(name="fake", kind="llama.cpp", repo=str(repo)),
         ref=RefSpec(name=branch, kind="branch", value=branch),
         model=ModelSpec(name="m", path=str(model_path)), tool="llama-bench",
-        repetitions=Repetitions(min=2, max=2), hygiene=Hygiene(drop_caches="off"),
+        repetitions=Repetitions(min=2, max=2, min_process_s=0), hygiene=Hygiene(drop_caches="off"),
         timeout_s=timeout_s, store_url=store_url,
     )
 
@@ -69,6 +69,15 @@ def test_a_crashing_benchmark_is_recorded_as_run_failed_with_its_stderr(env):
     assert "GGML_ASSERT" in record.error
     store, stored = _load(env["store"], record)
     assert b"GGML_ASSERT failed" in store.get(stored["logs"]["stderr.txt"])
+
+
+def test_a_crash_in_the_calibration_process_is_recorded_with_its_stderr(env):
+    spec = _spec(env["repo"], "crash", env["store"], env["model"])
+    record = run_cell(spec.model_copy(update={"repetitions": Repetitions(min=2, max=2, min_process_s=0.2)}))
+    assert record.status == "run_failed" and record.error.startswith("calibration run: llama-bench exited with")
+    assert "GGML_ASSERT" in record.error and record.tool["argv"] == []        # no measured process ran
+    store, stored = _load(env["store"], record)
+    assert b"GGML_ASSERT failed" in store.get(stored["logs"]["calibration.err"])
 
 
 @pytest.mark.parametrize("branch", ["garbage"])

@@ -1,4 +1,4 @@
-"""Planning the demo matrix: cells, builds, run ids and the specs handed to agents."""
+"""Planning the demo matrices (the small default and the full one): cells, builds, run ids and the specs handed to agents."""
 from __future__ import annotations
 
 import re
@@ -6,10 +6,32 @@ import re
 from coordinator.planning.plan import build_targets, load_plan
 from tests.conftest import REPO
 
-DEMO = REPO / "matrices" / "demo.yaml"
+DEMO = REPO / "matrices" / "demo-full.yaml"
+SMALL = REPO / "matrices" / "demo.yaml"
 
 
-def test_demo_expands_to_the_documented_cells_and_three_builds():
+def test_the_default_demo_is_one_ik_build_and_asks_only_the_rtr_question():
+    """The README's first command compiles one engine tree (issue #13 item 8): ik with its own
+    llama-quantize, four threads=1 cells, -rtr on against off in one A/B group per quant."""
+    from coordinator.planning.placement import comparison_groups
+
+    plan = load_plan(str(SMALL))
+    assert len(plan.cells) == 4 and {c.engine_name for c in plan.cells} == {"ik"}
+    targets = build_targets(plan.cells)
+    assert list(targets.values()) == [{"llama-bench", "llama-quantize"}]     # one build, it quantizes
+    assert all(c.quantizer is None and c.params["threads"] == 1 for c in plan.cells)
+    assert plan.comparisons == [({"rtr": False}, {"rtr": True})]
+    groups = comparison_groups(plan.cells, plan.comparisons)
+    assert sorted(sorted(c.params["rtr"] for c in g) for g in groups) == [[False, True], [False, True]]
+
+
+def test_the_default_demo_calibrates_its_processes_and_stops_on_the_verdict():
+    rep = load_plan(str(SMALL)).cells[0].to_spec("r", "file:///tmp/x").repetitions
+    assert (rep.until, rep.per_process, rep.min, rep.max) == ("verdict", "auto", 3, 12)
+    assert rep.min_process_s > 0
+
+
+def test_the_full_demo_expands_to_the_documented_cells_and_three_builds():
     plan = load_plan(str(DEMO))
     assert len(plan.cells) == 17
     assert len({c.build_order for c in plan.cells}) == 3

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.engines
 
 def test_selftest_counts_every_aa_verdict_and_reports_the_false_positive_rate(tmp_path):
     store = tmp_path / "store"
-    result = hwmatrix("selftest", "--rounds", "1", "--repetitions", "4", "--store", store.as_uri(),
+    result = hwmatrix("selftest", "--rounds", "1", "--repetitions", "4", "--min-process-s", "0.2", "--store", store.as_uri(),
                       env={"HWMATRIX_SPOOL": str(tmp_path / "sp")})
     assert result.returncode == 0, result.stderr[-2000:]
     counts = {v: int(n) for v, n in re.findall(r"^\s+(same|unknown|slower|faster)\s+(\d+)$", result.stdout, re.M)}
@@ -24,4 +24,5 @@ def test_selftest_counts_every_aa_verdict_and_reports_the_false_positive_rate(tm
     assert re.search(r"median CV of one engine process \d+\.\d%", result.stdout)
     records = [json.loads(p.read_text()) for p in store.glob("runs/*/results/*/*.json")]
     assert len(records) == 8 and all(r["status"] == "ok" for r in records)
-    assert all(r["metrics"]["tg_tps"]["process_sizes"] == [1] * 4 for r in records)
+    # min/max count processes: 4 each, every one with the calibrated -r of its cell
+    assert all(len(set(s := r["metrics"]["tg_tps"]["process_sizes"])) == 1 and len(s) == 4 for r in records)

@@ -14,7 +14,7 @@ from agent.spec.registry import QUANTIZE
 from coordinator.planning.plan import build_targets, load_plan
 from tests.conftest import REPO, hwmatrix
 
-DEMO = REPO / "matrices" / "demo.yaml"
+DEMO = REPO / "matrices" / "demo-full.yaml"
 MAINLINE = '{kind: llama.cpp, sdist: {package: llama-cpp-python, versions: ["0.3.35", "0.3.36"]}}'
 IK = '{kind: ik_llama.cpp, sdist: {package: ik-llama-cpp-python, versions: ["0.1.5"]}}'
 
@@ -40,7 +40,7 @@ MIXED = "[{name: ik, engine: ik, tag: v0.1.5}, {name: m35, engine: mainline, tag
         "{name: m36, engine: mainline, tag: v0.3.36}]"
 
 
-def test_the_demo_quantizes_every_quant_once_with_mainline_0_3_35():
+def test_the_full_demo_quantizes_every_quant_once_with_mainline_0_3_35():
     plan = load_plan(str(DEMO))
     assert {(c.quantizer or c).ref.name for c in plan.cells} == {"mainline-0.3.35"} and len(plan.cells) == 17
     targets = build_targets(plan.cells)
@@ -208,7 +208,7 @@ models:
   tiny: {{generate: tiny-llama}}
   each: {{generate: tiny-llama, quantize_with: each}}
 args: {{n_prompt: 16, n_gen: 4, threads: 1}}
-repetitions: 3
+repetitions: {{min: 3, max: 3, min_process_s: 0}}
 hygiene: {{drop_caches: off}}
 timeout_s: 300
 matrix:

@@ -119,14 +119,14 @@ def _p04_pair():
 
 def test_p_004_alone_is_slower_but_not_among_20_comparisons_under_holm():
     base, cand = _p04_pair()
-    alone = compare(base, cand, "tg_tps")
+    alone = compare(base, cand, "tg_tps", Settings(estimator="mean"))
     assert alone.test == "welch"
     assert 0.03 < alone.p_value < 0.05 and alone.p_adjusted == alone.p_value
     assert alone.verdict == "slower"
 
     flat = [100.0, 101.0, 99.0, 100.5, 99.5, 100.0, 101.0, 99.0, 100.5, 99.5]
     pairs = [(base, cand, "tg_tps")] + [(flat, flat, f"other{i}") for i in range(19)]
-    many = compare_many(pairs, Settings(correction="holm"))
+    many = compare_many(pairs, Settings(correction="holm", estimator="mean"))
     assert many[0].p_value == pytest.approx(alone.p_value)
     assert many[0].p_adjusted == pytest.approx(min(1.0, 20 * alone.p_value))
     assert many[0].verdict == "unknown" and many[0].more_runs >= 1
@@ -176,12 +176,13 @@ def test_welch_p_matches_scipy():
     assert c.p_value == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
 
 
-def test_auto_picks_mann_whitney_for_outlier_heavy_samples_and_welch_otherwise():
+def test_auto_picks_mann_whitney_for_outlier_heavy_samples_and_welch_otherwise_for_the_mean():
     rng = np.random.default_rng(9)
     normal = rng.normal(100, 2, 10).tolist()
-    assert compare(normal, rng.normal(100, 2, 10).tolist()).test == "welch"
+    mean = Settings(estimator="mean")
+    assert compare(normal, rng.normal(100, 2, 10).tolist(), settings=mean).test == "welch"
     outliers = normal[:9] + [160.0]
-    assert compare(outliers, normal).test == "mann-whitney"
+    assert compare(outliers, normal, settings=mean).test == "mann-whitney"
     assert compare(normal, normal, settings=Settings(test="mann-whitney")).test == "mann-whitney"
 
 
@@ -262,3 +263,31 @@ def test_records_without_process_sizes_are_tested_per_repetition_with_a_warning(
     (result,) = judge([(base, cand, "tg_tps")])
     assert result.n_base == 12 and result.verdict == "slower"
     assert any("processes not recorded" in w for w in result.warnings)
+
+
+def test_the_default_centre_is_the_20pct_trimmed_mean_tested_by_yuen():
+    rng = np.random.default_rng(11)
+    base, cand = rng.normal(100, 1, 10), rng.normal(95, 1, 10)
+    c = compare(base.tolist(), cand.tolist())
+    assert c.test == "yuen"
+    trimmed = lambda a: float(np.sort(a)[2:8].mean())       # int(0.2 * 10) = 2 cut from each end
+    assert c.ratio == pytest.approx(trimmed(cand) / trimmed(base))
+    from scipy import stats as sps
+    assert c.p_value == pytest.approx(sps.ttest_ind(base, cand, equal_var=False, trim=0.2).pvalue)
+
+
+def test_two_contended_processes_hide_a_5pct_slowdown_from_the_mean_but_not_from_the_trimmed_mean():
+    """Contention only takes time away: two processes of ten that shared the CPU drag the
+    mean down and widen it; the trimmed mean drops them and still calls the slowdown."""
+    rng = np.random.default_rng(12)
+    base = rng.normal(100, 1.5, 10)
+    base[[3, 7]] = [55.0, 60.0]                 # two base processes ran next to a neighbour
+    cand = rng.normal(95, 1.5, 10)
+    assert compare(base.tolist(), cand.tolist(), settings=Settings(estimator="mean")).verdict != "slower"
+    trimmed = compare(base.tolist(), cand.tolist())
+    assert trimmed.verdict == "slower" and trimmed.ratio == pytest.approx(0.95, abs=0.015)
+
+
+def test_an_unknown_estimator_is_refused():
+    with pytest.raises(ValueError, match="unknown estimator"):
+        compare([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], settings=Settings(estimator="mode"))

@@ -17,12 +17,14 @@ from tests.conftest import REPO
 MAIN, IK, BENCH, SWEEP = "llama.cpp", "ik_llama.cpp", "llama-bench", "llama-sweep-bench"
 
 
-def spec(kind: str, tool: str, warmup: int = 1, per_process: int = 1, most: int = 10, **args) -> CellSpec:
+def spec(kind: str, tool: str, warmup: int = 1, per_process: int | str = 1, most: int = 10,
+         min_process_s: float = 1.0, **args) -> CellSpec:
     return CellSpec(
         run_id="r", matrix_name="m", matrix_hash="0" * 12, cell_id="c", params={},
         engine=EngineSpec(name="e", kind=kind, repo="https://example.com/x.git"),
         ref=RefSpec(name="a", kind="tag", value="v1"), model=ModelSpec(name="tiny", generate="tiny-llama"),
-        tool=tool, args=ToolArgs(**args), repetitions=Repetitions(min=1, max=most, per_process=per_process),
+        tool=tool, args=ToolArgs(**args), repetitions=Repetitions(min=1, max=most, per_process=per_process,
+                                                                  min_process_s=min_process_s),
         hygiene=Hygiene(warmup=warmup), store_url="file:///tmp/s")
 
 
@@ -81,10 +83,13 @@ def test_an_arg_the_engine_lacks_is_refused_by_the_agent(kind, tool, args, messa
     assert str(err.value) == message
 
 
-@pytest.mark.parametrize("tool, per_process, done, batch", [
-    (BENCH, 1, 0, 1), (BENCH, 4, 8, 2), (BENCH, 4, 0, 4), (SWEEP, 4, 0, 1)])
-def test_repetitions_per_process_are_pinned(tool, per_process, done, batch):
-    assert tools.next_batch(spec(IK, tool, per_process=per_process, most=10), done) == batch
+@pytest.mark.parametrize("tool, per_process, min_process_s, reps", [
+    (BENCH, 1, 1.0, 1), (BENCH, 4, 1.0, 4), (BENCH, "auto", 0, 1), (BENCH, "auto", 1.0, None),
+    (SWEEP, 4, 1.0, 1), (SWEEP, "auto", 1.0, 1)])
+def test_repetitions_per_process_are_given_or_left_to_calibration(tool, per_process, min_process_s, reps):
+    # min/max count processes, so every process does the same number whatever the cap
+    cell = spec(IK, tool, per_process=per_process, most=10, min_process_s=min_process_s)
+    assert tools.fixed_reps(cell) == reps
 
 
 WIDE = """\
@@ -117,7 +122,7 @@ matrix:
 
 # sha256 of every cell's (id, argv, warmup argvs), as the builders gave them before the registry
 PINNED = {
-    "matrices/demo.yaml": "a525d7fe9d376c0745a60f0534bdf22586b69de35fe886095d7257be0784316d",
+    "matrices/demo-full.yaml": "a525d7fe9d376c0745a60f0534bdf22586b69de35fe886095d7257be0784316d",
     "matrices/ik-518-reproduction.yaml": "d67518423978b8c974e245526a2490dab76afbd5e7f5361db85076b41f9b000c",
     "wide": "9ac5120a6e45e5fe759a0c0711848338e54f9935f12ac53d4054b1e8cfdce609",
 }

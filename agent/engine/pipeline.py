@@ -8,6 +8,7 @@ foreseeable problem, so the sweep goes on.
 """
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import tempfile
@@ -15,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from agent.engine import tools
+from agent.engine import interleave, tools
 
-from agent.machine import hygiene
+from agent.machine import hygiene, quiet
 
 from agent.engine import models
 
@@ -29,6 +30,7 @@ from agent.parsers import ParseError
 from agent.paths import cache_dir
 from agent.machine.probe import probe
 from agent.spec.record import ResultRecord, ci_half_width_pct, process_means, utc_now
+from agent.spec.sequential import SETTLED, SequentialVerdict, sequential_verdict
 from agent.engine.runner import engine_env, run_process
 from agent.engine.sources import SourceError, resolve
 from agent.store.spool import SPOOLED_NOTE, Granter, deliver, spool_record
@@ -36,6 +38,14 @@ from agent.store.backends import open_store
 from agent.store.keys import log_key, recorded_ok, result_key
 
 Reporter = Callable[[str, str, str], None]     # (cell id, phase, detail)
+
+VERDICT_METRICS = ("pp_tps", "tg_tps")      # what until: verdict waits on
+# Calibration aims this much over min_process_s (from the fastest repetition it saw), so a
+# process a little faster than any calibration repetition still measures min_process_s.
+CALIBRATION_MARGIN = 1.1
+TIMEOUT_SHARE = 0.8         # of the time left after calibration, what min processes may plan to use
+SEQUENTIAL_RULE = ("anytime-valid confidence sequence of the paired log-ratio (agent.spec.sequential), "
+                   "alpha 0.05, min_effect 2%, equivalence 2%")
 PhaseReporter = Callable[[str, str], None]     # (phase, detail) of one cell
 
 
@@ -70,6 +80,9 @@ class _Cell:
     outputs: list = field(default_factory=list)
     done: int = 0                       # repetitions measured
     processes: int = 0
+    reps: int = 1                       # repetitions per process (llama-bench -r): given or calibrated
+    calibration: dict = field(default_factory=dict)
+    sequential: dict | None = None      # until: verdict - the stopping facts, for the record
     used_s: float = 0.0                 # measuring time spent, against spec.timeout_s
     measuring: bool = False
 
@@ -94,18 +107,23 @@ def run_cells(specs: list[CellSpec], report: Reporter | None = None, grant: Gran
     me = identity["agent_id"]
     specs = [s for s in specs if _recorded(s, profile.hardware_class, me, grant) is None]
     cells = [_start(spec, profile, identity) for spec in specs]
-    for step in (_prepare, _warm_up):
+    for step in (_prepare, _warm_up, _calibrate):
         for cell in cells:
             _guarded(cell, step, report)
     rounds = 0
+    order = cells[0].spec.hygiene.order if cells else interleave.DEFAULT
+    seed = interleave.group_seed(specs[0].run_id, [c.spec.cell_id for c in cells]) if cells else ""
+    for cell in cells:
+        cell.record.hygiene["order"] = order
     while any(cell.measuring for cell in cells):
-        # counterbalanced: A B, then B A, ... so neither side always goes first
-        for cell in (cells if rounds % 2 == 0 else reversed(cells)):
+        # each round every cell measures once, in the group's order (interleave.round_order)
+        for cell in interleave.round_order(cells, rounds, order, seed):
             if cell.measuring:
                 _guarded(cell, _measure_once, report)
         rounds += 1
         if _group_finished(cells):
             break
+    _keep_stopping_facts(cells)
     return [_finish(cell, lambda phase, detail: report(cell.spec.cell_id, phase, detail), grant) for cell in cells]
 
 
@@ -226,19 +244,118 @@ def _warm_up(cell: _Cell, report: PhaseReporter) -> None:
     cell.measuring = True
 
 
+def _calibrate(cell: _Cell, report: PhaseReporter) -> None:
+    """Repetitions per process (llama-bench -r): given, or (per_process auto) as many as make
+    each measured process measure min_process_s. Timed on processes no statistic counts: one
+    at -r 1, then (when that one repetition is shorter than min_process_s) one of about
+    min_process_s, whose fastest repetition sets -r, so a process that runs a little faster
+    than the calibration still measures min_process_s. -p/-n/-d/ctx stay as they are: they
+    define what is measured."""
+    spec, rep = cell.spec, cell.spec.repetitions
+    flag = TOOLS[spec.tool].reps_flag
+    fixed = tools.fixed_reps(spec)
+    cell.calibration = {"how": None, "min_process_s": rep.min_process_s, "ms_per_repetition": None,
+                        "chosen": fixed, "warning": None}
+    if fixed is not None:
+        cell.reps = fixed
+        cell.calibration["how"] = (
+            f"none: {spec.tool} has no repetitions option, one sweep per process (more processes instead)"
+            if flag is None else f"none: {spec.tool} {flag} {fixed} as per_process gives"
+            if rep.per_process != "auto" else f"none: min_process_s 0, {spec.tool} {flag} 1")
+        return
+    report("calibrate", f"{spec.tool} {flag} 1, for processes of {rep.min_process_s:g} s or more")
+    first = _calibration_process(cell, 1)
+    if first is None:
+        return
+    rep_s, wall_s = first
+    load_s = max(0.0, wall_s - rep_s)           # start, model load and the tool's warmup
+    runs = [1]
+    if rep_s < rep.min_process_s:           # as long as one measured process, if timeout_s has room
+        runs.append(_fitting_reps(cell, tools.calibrated_reps(rep_s, rep.min_process_s), rep_s, load_s)[0])
+        report("calibrate", f"{spec.tool} {flag} {runs[-1]}, for processes of {rep.min_process_s:g} s or more")
+        second = _calibration_process(cell, runs[-1])
+        if second is None:
+            return
+        rep_s = second[0]
+    chosen = tools.calibrated_reps(rep_s / CALIBRATION_MARGIN, rep.min_process_s)
+    cell.reps, warning = _fitting_reps(cell, chosen, rep_s, load_s)
+    cell.calibration.update(how=f"{spec.tool} {flag}", ms_per_repetition=round(rep_s * 1000, 3), chosen=cell.reps,
+                            load_s=round(load_s, 4), processes=runs, warning=warning)
+    if warning:
+        report("warning", warning)
+
+
+def _calibration_process(cell: _Cell, reps: int) -> tuple[float, float] | None:
+    """(seconds of its fastest repetition, wall seconds) of one calibration process at -r
+    ``reps``; None, with the cell failed, when it failed."""
+    spec, record = cell.spec, cell.record
+    argv = tools.invocation(spec, cell.argv[0], cell.argv[1], reps)
+    out, err = cell.work / "calibration.out", cell.work / "calibration.err"
+    result = run_process(argv, cell.left_s(), out, err, env=cell.env, cwd=cell.work)
+    cell.used_s += result.wall_s
+    failure = _failure(spec, result)
+    if failure is None:
+        try:
+            return tools.repetition_s(tools.parse_output(spec.tool, result.stdout(), result.stderr())), result.wall_s
+        except ParseError as exc:
+            failure = "parse_error", str(exc)
+    cell.logs[out.name], cell.logs[err.name] = out, err
+    record.status, record.error = failure[0], f"calibration run: {failure[1]}"
+    return None
+
+
+def _failure(spec: CellSpec, result) -> tuple[str, str] | None:
+    """(status, error) of an engine process that did not end well; None when it did."""
+    if result.timed_out:
+        return "timeout", f"killed after the cell's {spec.timeout_s:g} s timeout"
+    if result.truncated:
+        return "run_failed", "output exceeded the size cap; process killed"
+    if result.exit_code != 0:
+        tail = (result.stderr().strip().splitlines() or [""])[-1][:300]
+        return "run_failed", f"{spec.tool} exited with {result.exit_code}: {tail}"
+    return None
+
+
+def _fitting_reps(cell: _Cell, chosen: int, rep_s: float, load_s: float) -> tuple[int, str | None]:
+    """``chosen`` repetitions, or as many as fit where timeout_s cannot hold min processes of
+    them (with why): each process also pays ``load_s`` (its start, model load and the tool's
+    warmup), and a fifth of the time left stays spare for processes slower than calibrated."""
+    spec, rep = cell.spec, cell.spec.repetitions
+    left = TIMEOUT_SHARE * (spec.timeout_s - cell.used_s)
+    if rep.min * (load_s + chosen * rep_s) <= left:
+        return chosen, None
+    fits = max(1, min(chosen, math.floor((left / rep.min - load_s) / rep_s))) if rep_s > 0 else 1
+    why = (f"timeout_s {spec.timeout_s:g} leaves {left:.1f} s ({TIMEOUT_SHARE:.0%} of what is left) for min "
+           f"{rep.min} processes of {load_s:.2f} s load + {chosen} x {rep_s * 1000:.1f} ms: -r lowered from {chosen} "
+           f"to {fits}, so a process measures about {fits * rep_s:.2f} s, under min_process_s {rep.min_process_s:g}")
+    if rep.min * (load_s + fits * rep_s) > left:
+        why += "; even so the cell may time out"
+    return fits, why
+
+
 def _measure_once(cell: _Cell, report: PhaseReporter) -> None:
     """One engine process; stops the cell on failure or once it reached its cap."""
     spec, record, rep = cell.spec, cell.record, cell.spec.repetitions
-    batch = tools.next_batch(spec, cell.done)
+    batch = cell.reps
     argv = tools.invocation(spec, cell.argv[0], cell.argv[1], batch)
-    report("run", f"{spec.tool} repetitions {cell.done + 1}-{cell.done + batch} (min {rep.min}, max {rep.max})")
+    lowered = " - -r lowered to fit timeout_s" if cell.calibration.get("warning") else ""
+    report("run", f"{spec.tool} process {cell.processes + 1} of {rep.min}-{rep.max}, "
+                  f"{batch} repetition{'s' if batch > 1 else ''} each{lowered}")
+    try:    # the busy-machine guard (agent.machine.quiet): wait for quiet, mark, or fail
+        seen = quiet.settle(spec.hygiene, spec.args.threads, record.hygiene.get("processes", []),
+                            lambda why: report("busy", why))
+    except quiet.BusyMachine as exc:
+        record.status, record.error = "run_failed", str(exc)
+        return
+    record.hygiene.setdefault("processes", []).append(seen)
+    record.hygiene["disturbed"] = sum(p["disturbed"] for p in record.hygiene["processes"])
     cell.processes += 1
     suffix = "" if cell.processes == 1 else f".{cell.processes}"
     out, err = cell.work / f"stdout{suffix}.txt", cell.work / f"stderr{suffix}.txt"
     cell.logs[out.name], cell.logs[err.name] = out, err
     record.tool["started"].append(utc_now())
     # cwd is the cell's work dir: ik's tools write llama.log into their working directory
-    result = run_process(argv, cell.left_s(), out, err, env=cell.env, cwd=cell.work)
+    result = run_process(argv, cell.left_s(), out, err, env=cell.env, cwd=cell.work, cpus=seen.get("cpus"))
     record.timestamps["bench_finished"] = utc_now()     # the last process's end stands
     cell.used_s += result.wall_s
     if (cell.work / "llama.log").is_file():
@@ -246,13 +363,9 @@ def _measure_once(cell: _Cell, report: PhaseReporter) -> None:
     record.tool["argv"].append(argv)
     record.tool["exit_codes"].append(result.exit_code)
     record.tool["wall_s"].append(round(result.wall_s, 4))
-    if result.timed_out:
-        record.status, record.error = "timeout", f"killed after the cell's {spec.timeout_s:g} s timeout"
-    elif result.truncated:
-        record.status, record.error = "run_failed", "output exceeded the size cap; process killed"
-    elif result.exit_code != 0:
-        tail = (result.stderr().strip().splitlines() or [""])[-1][:300]
-        record.status, record.error = "run_failed", f"{spec.tool} exited with {result.exit_code}: {tail}"
+    failure = _failure(spec, result)
+    if failure:
+        record.status, record.error = failure
     else:
         try:
             parsed = tools.parse_output(spec.tool, result.stdout(), result.stderr())
@@ -262,31 +375,84 @@ def _measure_once(cell: _Cell, report: PhaseReporter) -> None:
         cell.outputs.append(parsed)
         _keep_rows(record, parsed, cell.processes - 1)
         cell.done += batch
-    if cell.done >= rep.max:
+    if cell.processes >= rep.max:
         cell.measuring = False
 
 
-def _precise_enough(cell: _Cell) -> bool:
-    """At the minimum, and (adaptive) every metric's CI over process units is tight enough."""
+def _until(rep) -> str | None:
+    """The stopping rule: a target_ci_pct without ``until`` is until: ci, as it always was."""
+    return rep.until or ("ci" if rep.target_ci_pct is not None else None)
+
+
+def _process_values(cell: _Cell) -> dict[str, list[float]]:
+    """Per metric, one value per measured process (the mean of its repetitions), in order."""
+    metrics = tools.metrics_from(cell.spec.tool, cell.outputs) if cell.outputs else {}
+    return {name: process_means(m.samples, m.process_sizes) for name, m in metrics.items()}
+
+
+def _verdicts(cell: _Cell, group: dict[str, _Cell]) -> dict[str, dict[str, SequentialVerdict]]:
+    """Per baseline of ``cell`` measured in this group and per metric, the sequential verdict
+    on the pairs (baseline's i-th process, cell's i-th process), which ran in one round."""
+    rep, mine = cell.spec.repetitions, _process_values(cell)
+    out = {}
+    for base_id in cell.spec.baselines:
+        base = group.get(base_id)
+        if base is None or base.record.status != "ok" or cell.record.status != "ok":
+            continue
+        theirs = _process_values(base)
+        out[base_id] = {m: sequential_verdict(theirs[m], mine[m], min_pairs=rep.min, max_pairs=rep.max)
+                        for m in VERDICT_METRICS if m in mine and m in theirs}
+    return out
+
+
+def _settled(verdicts: dict[str, dict[str, SequentialVerdict]]) -> bool:
+    """Every comparison has a verdict on each metric both sides have."""
+    return all(per and all(v.verdict in SETTLED for v in per.values()) for per in verdicts.values())
+
+
+def _enough(cell: _Cell, group: dict[str, _Cell]) -> bool:
+    """At the minimum, and what ``until`` waits for: every metric's CI over process units
+    tight enough (ci), or every comparison the cell takes part in settled (verdict)."""
     rep = cell.spec.repetitions
-    if cell.done < rep.min:
+    if cell.processes < rep.min:
         return False
-    if rep.target_ci_pct is None:
-        return True
-    metrics = tools.metrics_from(cell.spec.tool, cell.outputs)
-    return bool(metrics) and all(ci_half_width_pct(process_means(m.samples, m.process_sizes)) <= rep.target_ci_pct
-                                 for m in metrics.values())
+    until = _until(rep)
+    if until == "ci":
+        metrics = tools.metrics_from(cell.spec.tool, cell.outputs)
+        return bool(metrics) and all(ci_half_width_pct(process_means(m.samples, m.process_sizes))
+                                     <= rep.target_ci_pct for m in metrics.values())
+    if until == "verdict":
+        return _settled(_verdicts(cell, group))
+    return True
 
 
 def _group_finished(cells: list[_Cell]) -> bool:
-    """The group measures on together until every cell still measuring is precise enough,
-    so the A/B alternation stays balanced to the end."""
+    """The group measures on together until every cell still measuring has enough, so the
+    A/B alternation stays balanced to the end."""
+    group = {c.spec.cell_id: c for c in cells}
     active = [c for c in cells if c.measuring]
-    if active and all(_precise_enough(c) for c in active):
+    if active and all(_enough(c, group) for c in active):
         for cell in active:
             cell.measuring = False
         return True
     return not active
+
+
+def _keep_stopping_facts(cells: list[_Cell]) -> None:
+    """until: verdict - per cell, where its comparisons stood when the group stopped."""
+    group = {c.spec.cell_id: c for c in cells}
+    found = {c.spec.cell_id: _verdicts(c, group) for c in cells}
+    settled = all(_settled(v) for v in found.values())
+    for cell in cells:
+        if _until(cell.spec.repetitions) != "verdict" or cell.argv is None:
+            continue
+        cell.sequential = {
+            "rule": SEQUENTIAL_RULE,
+            "stopped": "failed" if cell.record.status != "ok" else "settled" if settled else "max",
+            "baselines": {base_id: {m: {"verdict": v.verdict, "pairs": v.pairs, "ratio": v.ratio,
+                                        "ci_low": v.ci_low, "ci_high": v.ci_high} for m, v in per.items()}
+                          for base_id, per in found[cell.spec.cell_id].items()},
+            "not_in_group": [b for b in cell.spec.baselines if b not in found[cell.spec.cell_id]]}
 
 
 def _finish(cell: _Cell, report: PhaseReporter, grant: Granter | None = None) -> ResultRecord:
@@ -295,10 +461,13 @@ def _finish(cell: _Cell, report: PhaseReporter, grant: Granter | None = None) ->
     metrics_now = tools.metrics_from(spec.tool, cell.outputs) if cell.outputs else {}
     if cell.argv is not None:
         record.repetitions = {
-            "min": rep.min, "max": rep.max, "target_ci_pct": rep.target_ci_pct, "per_process": rep.per_process,
-            "done": cell.done, "processes": cell.processes,
+            "min": rep.min, "max": rep.max, "until": _until(rep), "target_ci_pct": rep.target_ci_pct,
+            "per_process": rep.per_process, "done": cell.done, "processes": cell.processes,
+            "calibration": cell.calibration,
             "ci_half_width_pct": {k: round(ci_half_width_pct(process_means(m.samples, m.process_sizes)), 3)
                                   for k, m in metrics_now.items()}}
+        if cell.sequential is not None:
+            record.repetitions["sequential"] = cell.sequential
     if record.status == "ok":
         record.metrics = metrics_now
         if not record.metrics:

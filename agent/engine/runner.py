@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,14 +64,31 @@ def _readable(argv: list[str]) -> list[Path]:
                     if flag in ("-m", "--model") and os.path.isfile(value)]
 
 
+@contextmanager
+def _pinned(cpus: list[int] | None):
+    """A child inherits the CPU set of the thread that forks it: this thread takes ``cpus``
+    for the fork and gets its own back (no preexec_fn, which may deadlock in a threaded agent)."""
+    if not cpus:
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+
+
 def run_process(argv: list[str], timeout_s: float, stdout_path: Path, stderr_path: Path,
                 env: dict[str, str] | None = None, cwd: Path | None = None,
-                readable: list[Path] | None = None) -> ProcessResult:
+                readable: list[Path] | None = None, cpus: list[int] | None = None) -> ProcessResult:
     """Run ``argv`` in its own session; on timeout (or our own death) the whole group dies.
     Inside ``sandbox.confined()`` it runs in bubblewrap, with only ``cwd`` writable,
     ``readable`` (default: see _readable) read-only and of ``env`` only the sandbox's
     allowlist (sandbox.ENV_PASSED); bwrap's --die-with-parent and its PID
-    namespace take the sandboxed tree down when the group's leader (bwrap) is killed."""
+    namespace take the sandboxed tree down when the group's leader (bwrap) is killed.
+    ``cpus`` pins the process (and every thread and child it makes) to those CPUs from its
+    first instruction, so no engine thread ever starts elsewhere."""
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
@@ -79,9 +97,9 @@ def run_process(argv: list[str], timeout_s: float, stdout_path: Path, stderr_pat
             if sandbox.active():    # inside, only the sandbox's allowlist of ``env`` is set
                 command = sandbox.wrap(argv, [cwd] if cwd else [], _readable(argv) if readable is None else readable,
                                        cwd=cwd, env=env)
-            proc = subprocess.Popen(_launcher(command), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=cwd,
-                                    start_new_session=True)
+            with _pinned(cpus):
+                proc = subprocess.Popen(_launcher(command), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                        env=env, cwd=cwd, start_new_session=True)
         except (OSError, sandbox.SandboxUnavailable) as exc:
             if not sandbox.active():
                 raise

@@ -6,8 +6,11 @@ measures something other than what it asked for.
 """
 from __future__ import annotations
 
+import math
+
 from agent.spec.cellspec import CellSpec, ToolArgs
 from agent.parsers import ParsedOutput, parse_llama_bench_json, parse_sweep_bench
+from agent.spec.flags import REPS_BOUNDS
 from agent.spec.record import Metric
 from agent.spec.registry import ENGINES, TOOLS, missing, tool_argv
 
@@ -39,12 +42,32 @@ def invocation(spec: CellSpec, binary: str, model: str, reps: int) -> list[str]:
     return _argv(spec, binary, model, reps)
 
 
-def next_batch(spec: CellSpec, done: int) -> int:
-    """Repetitions the next process should do: ``per_process`` (llama-bench -r), never past
-    the cap. sweep-bench measures each N_KV once per process."""
+def fixed_reps(spec: CellSpec) -> int | None:
+    """Repetitions per process known before any run: 1 for a tool without a repetitions flag
+    (sweep-bench measures each N_KV once per process), ``per_process`` where the matrix gives
+    a number, 1 with calibration off (min_process_s 0). None: the agent calibrates."""
+    rep = spec.repetitions
     if TOOLS[spec.tool].reps_flag is None:
         return 1
-    return max(1, min(spec.repetitions.per_process, spec.repetitions.max - done))
+    if rep.per_process != "auto":
+        return rep.per_process
+    return 1 if rep.min_process_s == 0 else None
+
+
+def calibrated_reps(rep_s: float, min_process_s: float) -> int:
+    """Repetitions that make one process measure at least ``min_process_s`` at ``rep_s``
+    seconds a repetition, within the bounds every agent accepts."""
+    want = math.ceil(min_process_s / rep_s - 1e-9) if rep_s > 0 else REPS_BOUNDS[1]
+    return max(REPS_BOUNDS[0], min(REPS_BOUNDS[1], want))
+
+
+def repetition_s(parsed: ParsedOutput) -> float:
+    """Seconds the fastest repetition of one process's tests took, model load and warmup
+    left out: llama-bench's least samples_ns of each test, summed (tokens / avg_ts where a
+    row has none); sweep-bench's T_PP + T_TG (one sweep)."""
+    bench = sum(min(r.samples_ns) / 1e9 if r.samples_ns else (r.n_prompt + r.n_gen) / r.avg_ts if r.avg_ts else 0.0
+                for r in parsed.bench_rows)
+    return bench + sum(r.t_pp + r.t_tg for r in parsed.sweep_rows)
 
 
 def warmup_invocations(spec: CellSpec, binary: str, model: str) -> list[list[str]]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from agent.spec.flags import (GPUS_BOUNDS, TINY_PARAM_MAX, cmake_flag_problem, name_problem, path_problem,
+from agent.spec.flags import (GPUS_BOUNDS, REPS_BOUNDS, TINY_PARAM_MAX, cmake_flag_problem, name_problem, path_problem,
                               ref_name_problem, ref_value_problem, repo_problem, version_problem)
 from agent.spec.registry import (ARGS, BOOL, CHOICE, ENGINES, INT, KV_TYPE, OVERRIDES, TENSOR_SPLIT, TOOLS,
                                  ArgSpec)
@@ -109,12 +109,24 @@ class QuantizerSpec(_Strict):
 
 
 class Repetitions(_Strict):
-    """Counts are repetitions; each engine process does ``per_process`` of them, and the
-    process, not the repetition, is what the statistics count as one sample."""
+    """min/max count engine processes, the statistical unit. Each process does ``per_process``
+    repetitions (llama-bench -r), or with "auto" as many as make it measure at least
+    ``min_process_s`` (calibrated once per cell; 0: one). ``until``: stop between min and max
+    once the CI is tight ("ci", target_ci_pct) or once every comparison of the cell is settled
+    against its ``baselines`` ("verdict", agent.spec.sequential)."""
     min: int = Field(10, ge=1)
     max: int = Field(10, ge=1)
     target_ci_pct: float | None = None
-    per_process: int = Field(1, ge=1)
+    per_process: int | Literal["auto"] = "auto"
+    min_process_s: float = Field(1.0, ge=0, le=3600)
+    until: Literal["ci", "verdict"] | None = None
+
+    @field_validator("per_process")
+    @classmethod
+    def _bounded(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not REPS_BOUNDS[0] <= v <= REPS_BOUNDS[1]:
+            raise ValueError(f"per_process must be between {REPS_BOUNDS[0]} and {REPS_BOUNDS[1]}")
+        return v
 
 
 class Hygiene(_Strict):
@@ -122,6 +134,10 @@ class Hygiene(_Strict):
     warmup: int = Field(1, ge=0)  # 0: tool's own warmup off; 1: on; N > 1: plus N-1 untimed runs
     cooldown_s: float = Field(0.0, ge=0)
     max_load: float | None = None   # wait until the 1-min load per core is below this
+    quiet_wait_s: float = Field(30.0, ge=0, le=3600)   # what a cell may wait in all for a quiet machine
+    busy: Literal["wait", "mark", "fail"] = "wait"    # agent.machine.quiet.settle
+    pin: Literal["auto", "off"] = "off"               # auto: the engine on the `threads` least used CPUs
+    order: Literal["random", "counterbalanced"] = "random"   # agent.engine.interleave.round_order
 
 
 def _arg_field(arg: ArgSpec) -> tuple[Any, Any]:
@@ -176,3 +192,6 @@ class CellSpec(_Strict):
     # cell another agent of its class already recorded - a retry after a frozen agent
     # thaws leaves no duplicate
     one_per_class: bool = True
+    # The cells this cell is compared against (one per comparison of the matrix that makes it
+    # a candidate): with `until: verdict` its A/B group measures on until each such pair is settled.
+    baselines: list[Name] = Field(default_factory=list, max_length=64)

@@ -17,7 +17,7 @@ from agent.spec.registry import ENGINES
 
 __all__ = [
     "CMAKE_ALLOWED_EXACT", "CMAKE_TYPES", "CMAKE_BOOL", "CUDA_ARCH_SPECIAL",
-    "REPO_SCHEMES", "NAME_MAX", "PATH_MAX", "GPUS_BOUNDS", "TINY_PARAM_MAX",
+    "REPO_SCHEMES", "NAME_MAX", "PATH_MAX", "GPUS_BOUNDS", "REPS_BOUNDS", "TINY_PARAM_MAX",
     "cmake_options", "cmake_flag_problem", "cuda_architectures_problem", "git_ref_problem", "commit_problem",
     "pr_problem", "ref_value_problem", "ref_name_problem", "repo_problem", "path_problem",
     "name_problem", "version_problem",
@@ -37,6 +37,9 @@ PATH_MAX = 4096
 # (agent.spec.registry), which the matrix and the agent both read, so a matrix the
 # coordinator accepts is never refused by an agent.
 GPUS_BOUNDS = (0, 1024)
+# Repetitions inside one engine process (llama-bench -r), given or calibrated: bounded so one
+# process cannot be asked to run for ever.
+REPS_BOUNDS = (1, 1000)
 TINY_PARAM_MAX = 1 << 20     # each dimension of a generated tiny model
 
 # Explicit ASCII classes throughout: Python's \d and \w also match other scripts' digits and letters.

@@ -100,7 +100,7 @@ class ResultRecord(BaseModel):
     hardware: dict = Field(default_factory=dict)   # HardwarePart: the agent's probed profile, or a posted label
     hardware_class: str | None = None
     hygiene: dict = Field(default_factory=dict)
-    repetitions: dict = Field(default_factory=dict)             # asked (min/max/target) and done
+    repetitions: dict = Field(default_factory=dict)             # asked, done, calibration, sequential stop
     metrics: dict[str, Metric] = Field(default_factory=dict)   # "pp_tps", "tg_tps", ...
     bench_rows: list[dict] = Field(default_factory=list)       # every parsed llama-bench row (BenchRowPart)
     sweep_rows: list[dict] = Field(default_factory=list)       # every sweep-bench row, + "rep" (SweepRowPart)

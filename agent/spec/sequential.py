@@ -72,7 +72,8 @@ def log_ratio_sequence(base, cand, alpha: float = 0.05, g: float = 4.0):
     s1, s2 = np.cumsum(centred, axis=-1), np.cumsum(centred ** 2, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         var = np.where(n > 1, (s2 - s1 ** 2 / n) / np.maximum(n - 1, 1), np.inf)
-    half = critical_t(n, alpha, g) * np.sqrt(np.maximum(var, 0.0) / n)
+    with np.errstate(invalid="ignore"):         # inf x 0 (unbounded yet, no spread): unbounded
+        half = critical_t(n, alpha, g) * np.sqrt(np.maximum(var, 0.0) / n)
     half = np.where(np.isnan(half), np.inf, half)
     return mean, mean - half, mean + half
 

@@ -142,6 +142,7 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
     board = ProgressBoard.options(scheduling_strategy=here).remote()
     desk = UploadDesk.options(scheduling_strategy=here).remote() if granter else None
     phases: dict = {}
+    warned = 0
     pending, outcomes, as_json = {}, [], {}     # a spec shared by several tasks is serialized once
     total = total if total is not None else sum(len(t.specs) for t in tasks)
 
@@ -171,6 +172,9 @@ def dispatch(tasks: list[Task], labels_of: dict[str, str], already_done: int = 0
                     _serve(desk, granter, progress)
                 try:
                     phases = ray.get(board.snapshot.remote(), timeout=5)
+                    for cell_id, detail in ray.get(board.warnings_after.remote(warned), timeout=5):
+                        warned += 1
+                        progress.note(f"{labels_of.get(cell_id, cell_id)}: warning: {detail}")
                 except Exception:  # noqa: BLE001 - progress is best effort: keep the last view
                     pass
                 _show(progress, pending, phases, labels_of, live.hosts)

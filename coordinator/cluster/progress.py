@@ -14,9 +14,16 @@ class ProgressBoard:
 
     def __init__(self) -> None:
         self.phases: dict[str, tuple[str, str, float, str | None]] = {}
+        # (cell id, detail) of every "warning" phase: kept, since the next phase hides it at once
+        self.warnings: list[tuple[str, str]] = []
 
     def update(self, cell_id: str, phase: str, detail: str, node_id: str | None = None) -> None:
         self.phases[cell_id] = (phase, detail, time.time(), node_id)
+        if phase == "warning":
+            self.warnings.append((cell_id, detail))
+
+    def warnings_after(self, seen: int) -> list[tuple[str, str]]:
+        return self.warnings[seen:]
 
     def snapshot(self) -> dict:
         return dict(self.phases)

@@ -1,6 +1,7 @@
 """`hwmatrix selftest`: an A/A experiment that measures the verdicts' false-positive rate here.
 
-The same build is measured as two "refs", interleaved process by process (A B B A ...),
+The same build is measured as two "refs", interleaved process by process (in each round
+both, in the group's order: agent.engine.interleave),
 over a few cells and rounds; every verdict other than "same"/"unknown" is a false
 positive. Identical binaries would short-circuit to "same binary", so this compares the
 samples regardless.
@@ -25,7 +26,7 @@ engines:
 models:
   tiny: {{generate: tiny-llama}}
 args: {{n_prompt: 64, n_gen: 16}}
-repetitions: {reps}
+repetitions: {{min: {reps}, max: {reps}, min_process_s: {min_process_s}}}
 hygiene: {{drop_caches: off}}
 matrix:
   ref: [{{name: A, engine: mainline, tag: v0.3.36}}, {{name: B, engine: mainline, tag: v0.3.36}}]
@@ -34,7 +35,7 @@ matrix:
 """
 
 
-def selftest(rounds: int = 3, reps: int = 10, store_url: str | None = None) -> int:
+def selftest(rounds: int = 3, reps: int = 10, store_url: str | None = None, min_process_s: float = 1.0) -> int:
     """Run the A/A matrix ``rounds`` times (each round is one run, corrected on its own, as
     a user's run would be) and print the verdict counts, the false-positive rate and how
     noisy this machine is."""
@@ -44,7 +45,7 @@ def selftest(rounds: int = 3, reps: int = 10, store_url: str | None = None) -> i
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "selftest.yaml"
-        path.write_text(MATRIX.format(reps=reps))
+        path.write_text(MATRIX.format(reps=reps, min_process_s=min_process_s))
         for n in range(1, rounds + 1):        # one embedded Ray serves every round
             _, _, by_cell_id, _, _ = execute(str(path), store_url, f"selftest-{stamp}-r{n}", fresh=False,
                                              skip_unmatched=False)

@@ -16,6 +16,7 @@ from pydantic import (AfterValidator, AliasChoices, BaseModel, Discriminator, Fi
 
 from agent.spec.printable import shown
 from agent.spec.cellspec import ToolName
+from agent.spec.flags import REPS_BOUNDS
 from agent.spec.registry import ARGS, ArgSpec, left_out
 from coordinator.matrix.checks import (SHA256, CmakeFlag, Commit, GitRef, Gpus, Name, NonNegInt, OneLine, PosInt,
                                        Quant, Strict, TinyDim, arg_type, canonical, fail, matrix_name,
@@ -282,14 +283,20 @@ def cell_tool_args(settings: dict, kind: str) -> dict:
 
 
 class Repetitions(Strict):
-    """How often each cell runs: an int N means exactly N (min = max = N)."""
-    min: PosInt = Field(description="runs always done")
-    max: PosInt = Field(description="runs at most")
+    """How many engine processes each cell runs (the process is the statistical unit): an int
+    N means exactly N (min = max = N)."""
+    min: PosInt = Field(description="processes always run")
+    max: PosInt = Field(description="processes at most")
     target_ci_pct: Annotated[float, Field(gt=0)] | None = Field(
-        None, description="stop early once the 95% CI half-width is within this % of the mean")
-    per_process: PosInt = Field(
-        1, description="repetitions per engine process (llama-bench -r); the process is the "
-        "statistical unit, so 1 gives the most units for the time")
+        None, description="until: ci - stop early once the 95% CI half-width is within this % of the mean")
+    until: Literal["ci", "verdict"] | None = Field(
+        None, description="stop between min and max: ci (target_ci_pct reached) or verdict (every "
+        "comparison of the cell settled, slower/faster/same, by the sequential rule); null = at min")
+    per_process: Annotated[int, Field(ge=REPS_BOUNDS[0], le=REPS_BOUNDS[1])] | Literal["auto"] = Field(
+        "auto", description="repetitions inside each process (llama-bench -r): a number, or auto = as many "
+        "as make a process measure min_process_s (the agent calibrates them once per cell)")
+    min_process_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        1.0, description="per_process auto: seconds each process measures at least (0 = one repetition)")
 
     @model_validator(mode="before")
     @classmethod
@@ -300,6 +307,10 @@ class Repetitions(Strict):
     def _order(self) -> "Repetitions":
         if self.min > self.max:
             fail(f"min ({self.min}) is greater than max ({self.max})")
+        if self.until == "ci" and self.target_ci_pct is None:
+            fail("until: ci needs target_ci_pct")
+        if self.until == "verdict" and self.target_ci_pct is not None:
+            fail("target_ci_pct belongs to until: ci; until: verdict stops on the comparisons' verdicts")
         return self
 
 
@@ -312,8 +323,22 @@ class Hygiene(Strict):
     cooldown_s: Annotated[float, Field(ge=0)] = Field(0, description="seconds to idle between runs")
     max_load: Annotated[float, Field(ge=0)] | None = Field(
         None, description="wait until the 1-minute load average is below this (null = don't wait)")
+    quiet_wait_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        30, description="seconds a cell may wait in all, before its measured processes, for other "
+        "processes to leave the CPU (0 = never wait)")
+    busy: Literal["wait", "mark", "fail"] = Field(
+        "wait", description="when other processes use the CPU before a measured process: wait for "
+        "quiet (up to quiet_wait_s), then run it marked disturbed (wait); run it marked (mark); or "
+        "wait, then fail the cell (fail)")
+    pin: Literal["auto", "off"] = Field(
+        "off", description="auto: run the engine on the `threads` CPUs that were least used just "
+        "before, leaving the others to hwmatrix (recorded per process); off: the OS places it")
+    order: Literal["random", "counterbalanced"] = Field(
+        "random", description="the order an A/B group's cells take their turns in each round: "
+        "random (seeded by the run, so a rerun repeats it; no periodic neighbour can favour a side) "
+        "or counterbalanced (A B, B A, ...; cancels drift but aliases with a period-2 neighbour)")
 
-    @field_validator("drop_caches", mode="before")
+    @field_validator("drop_caches", "pin", mode="before")
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
@@ -430,7 +455,7 @@ class Matrix(Strict):
     tool: ToolName = Field("llama-bench", description="default tool for cells")
     args: ToolArgs = Field(default_factory=ToolArgs, description="default tool args for all cells")
     repetitions: Repetitions = Field(default_factory=lambda: Repetitions(min=10, max=10),
-                                     description="runs per cell: an int, or {min, max, target_ci_pct, per_process}")
+                                     description="processes per cell: an int, or {min, max, until, target_ci_pct, per_process, min_process_s}")
     hygiene: Hygiene = Field(default_factory=Hygiene, description="cache dropping, warmup, cooldown, load")
     timeout_s: PosInt = Field(1800, description="per-cell wall-clock timeout in seconds")
     hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="where cells may run")

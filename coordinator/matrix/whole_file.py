@@ -97,6 +97,9 @@ def check(m, max_cells: int = MAX_CELLS) -> None:
         _check_engine(m, c)
     for i, comparison in enumerate(m.compare or []):
         _check_comparison(m, axes, i, *comparison.sides())
+    if m.repetitions.until == "verdict" and not m.compare:
+        raise Invalid(("repetitions", "until"), "until: verdict stops once the comparisons are settled; "
+                      "the matrix has no compare")
 
 
 def _check_comparison(m, axes: dict, i: int, baseline: dict, candidate: dict | None) -> None:

@@ -16,6 +16,7 @@ from agent.spec import cellspec as spec_types
 from agent.engine.build import cmake_option, needs_cuda
 from coordinator.errors import UserError
 from coordinator.matrix.display import display
+from coordinator.matrix.expansion import has_values
 from coordinator.planning.hardware_match import unmet
 from agent.spec.registry import ENGINES, QUANTIZE, TOOLS
 from agent.spec.yaml_lines import MatrixError
@@ -50,6 +51,8 @@ class PlannedCell:
     # the cell whose build quantizes this cell's model (None: its own build) and that build's targets
     quantizer: "PlannedCell | None" = field(default=None, repr=False, compare=False)
     quantizer_targets: frozenset = field(default=frozenset(), repr=False, compare=False)
+    # the cells this one is a candidate against, one per comparison that pairs it (cell ids)
+    baselines: list[str] = field(default_factory=list, repr=False, compare=False)
     _specs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -110,7 +113,7 @@ class PlannedCell:
             hygiene=self.key_part(("hygiene",), lambda: spec_types.Hygiene(**m.hygiene.model_dump())),
             timeout_s=float(m.timeout_s), store_url=store_url,
             build_targets=sorted(build_targets | self.needed_targets()), one_per_class=one_per_class,
-            on_clash=on_clash)
+            on_clash=on_clash, baselines=self.baselines)
 
     def key_part(self, key: tuple, make):
         if key not in self.spec_parts:
@@ -183,7 +186,38 @@ def load_plan(path: str, max_cells: int = MAX_CELLS) -> Plan:
             model_name=model_name, model=matrix.models[model_name], matrix=matrix, matrix_hash=matrix_hash,
             spec_parts=spec_parts))
     _choose_quantizers(cells)
+    _link_baselines(cells, [c.sides() for c in matrix.compare or []])
     return Plan(path=str(path), matrix=matrix, matrix_hash=matrix_hash, cells=cells)
+
+
+def baseline_ids(cells: list[dict], baseline: dict, candidate: dict | None) -> dict[str, str]:
+    """cell id -> its baseline's cell id in one comparison: the cell with the baseline's values
+    and the same other params. ``cells``: [{cell_id, params}]; a baseline cell, a cell the
+    candidate values do not name, or one without a baseline cell is left out."""
+    def key(params: dict) -> tuple:
+        return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+    by_params = {key(c["params"]): c["cell_id"] for c in cells}
+    out = {}
+    for cell in cells:
+        named = candidate is None or has_values(cell["params"], candidate)
+        if has_values(cell["params"], baseline) or not named:
+            continue
+        base_id = by_params.get(key({**cell["params"], **baseline}))
+        if base_id is not None:
+            out[cell["cell_id"]] = base_id
+    return out
+
+
+def _link_baselines(cells: list[PlannedCell], comparisons: list[tuple[dict, dict | None]]) -> None:
+    """Each cell's baselines, in comparison order (an agent stopping on verdicts needs them)."""
+    plain = [{"cell_id": c.cell_id, "params": c.params} for c in cells]
+    by_id = {c.cell_id: c for c in cells}
+    for baseline, candidate in comparisons:
+        for cell_id, base_id in baseline_ids(plain, baseline, candidate).items():
+            cell = by_id[cell_id]
+            if base_id not in cell.baselines:
+                cell.baselines.append(base_id)
 
 
 def _loads(consumer: str, maker: str) -> bool:

@@ -7,6 +7,7 @@ import base64
 from html import escape
 
 from coordinator.matrix.display import display
+from .busy import headline as busy_headline
 from .formats import OutPath, ReportSource, write_text
 from .model import (CHECK_NOTE, METRIC_TITLES, Report, build, check_counts, check_headers, check_headline,
                     check_rows, comparison_cells, comparison_headers, correction_name, skipped_headline, skipped_lines)
@@ -69,6 +70,8 @@ def render(source: ReportSource, out_path: OutPath = None) -> str:
         body.append(f"<p{alert}><b>{escape(check_headline(report))}</b></p>")
     if report.skipped:
         body.append(f'<p class="alert"><b>{escape(skipped_headline(report))}</b></p>')
+    if busy := busy_headline([s.busy for s in report.summaries.values()]):
+        body.append(f'<p class="alert"><b>{escape(busy)}</b></p>')
     if report.comparisons:
         comps = report.comparisons
         tested = sum(1 for c in comps if c.get("p_adjusted") is not None)

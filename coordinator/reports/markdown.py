@@ -8,6 +8,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from coordinator.matrix.display import display
+from .busy import headline as busy_headline
 from .formats import OutPath, ReportSource, write_text
 from .model import (CHECK_NOTE, METRIC_TITLES, Report, build, check_counts, check_headers, check_headline,
                     check_rows, comparison_cells, comparison_headers, correction_name, skipped_headline, skipped_lines)
@@ -109,6 +110,8 @@ def render(source: ReportSource, out_path: OutPath = None) -> str:
         parts += [f"**{check_headline(report)}**", ""]
     if report.skipped:
         parts += [f"**{skipped_headline(report)}**", ""]
+    if busy := busy_headline([s.busy for s in report.summaries.values()]):
+        parts += [f"**{busy}**", ""]
     for hw_class, name in report.classes.items():
         origin = " (imported numbers, not measured here)" if report.origins.get(hw_class) == "imported" else ""
         parts += [f"### {name}", "", f"class `{hw_class}`{origin}", "", class_table(report, hw_class), ""]

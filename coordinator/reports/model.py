@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from agent.spec.record import HardwarePart
 from coordinator.matrix.display import display
+from coordinator.reports.busy import Busy
 from coordinator.results.crosscheck import check_records
 from coordinator.results.numbers import fmt_p
 
@@ -128,12 +129,13 @@ class CellSummary:
     records: int = 0
     statuses: Counter = field(default_factory=Counter)
     metrics: dict[str, Pooled] = field(default_factory=dict)
+    busy: Busy = field(default_factory=Busy)     # processes that ran on a busy machine
 
     def status_text(self) -> str:
-        """'ok' when every run is ok, else the count of each status ('29 ok, 1 run_failed')."""
-        if set(self.statuses) == {"ok"}:
-            return "ok"
-        return ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
+        """'ok' when every run is ok, else the count of each status ('29 ok, 1 run_failed'); then
+        how many processes ran on a busy machine ('ok, 3/10 busy')."""
+        text = "ok" if set(self.statuses) == {"ok"} else ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
+        return f"{text}, {self.busy.mark()}" if self.busy.disturbed else text
 
 
 @dataclass
@@ -225,6 +227,7 @@ def build(records: list[dict], comparisons: list[dict] | None = None, skipped: l
             summary = summaries[(hw_class, key)] = CellSummary(hw_class, params)
         summary.records += 1
         summary.statuses[rec.get("status") or "unknown"] += 1
+        summary.busy.add(rec)
         for name, metric in (rec.get("metrics") or {}).items():
             stats = metric_stats(metric)
             if stats is None:

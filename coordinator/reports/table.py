@@ -5,7 +5,9 @@ repetitions, and per comparison of the matrix a Δ column pair named by its base
 change against the cell with the baseline's values and the same other params on the same
 hardware class, with its verdict (coordinator.results.stats; Holm across the whole table).
 Under it, per class and metric, the class's noise figure (coordinator.results.noise) and,
-where verdicts are unknown, about how many processes would settle them.
+where verdicts are unknown, about how many processes would settle them; and per cell whose
+processes ran on a busy machine (agent.machine.quiet), what was seen - its status says
+"3/10 busy".
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from tabulate import tabulate
 from agent.spec.record import HardwarePart
 from coordinator.matrix.display import display as _display
 from coordinator.matrix.expansion import has_values
+from coordinator.reports.busy import busy_of
 from coordinator.results.compare import judge
 from coordinator.results.noise import figure_line, noise_figures
 from coordinator.results.stats import Comparison
@@ -101,7 +104,7 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]],
         recs = [r for r in records.get(cell_id or "", []) if hw_class is None or r.get("hardware_class") == hw_class]
         return next((r for r in recs if r.get("status") == "ok"), recs[0] if recs else None)
 
-    rows, pairs, slots = [], [], []
+    rows, pairs, slots, busy_lines = [], [], [], []
     for cell in cells:
         row = [_display(cell["params"].get(k)) for k in varying]
         tests = next((" / ".join(m["test"] for m in r["metrics"].values())
@@ -123,7 +126,12 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]],
                         slots.append((len(rows), len(row)))
                         pairs.append((base_rec, rec, name))
                     row.append((metrics.get(name), (base_rec or {}).get("metrics", {}).get(name)))
-            row.append(rec["status"] if rec else (not_run or {}).get(cell["cell_id"], "missing"))
+            busy = busy_of([rec] if rec else [])
+            status = rec["status"] if rec else (not_run or {}).get(cell["cell_id"], "missing")
+            row.append(f"{status}, {busy.mark()}" if busy.disturbed else status)
+            if busy.disturbed:
+                where = " ".join(f"{k}={_display(cell['params'].get(k))}" for k in varying)
+                busy_lines.append(f"busy: {where}{f' [{hw_class}]' if hw_class else ''}: {busy.note()}")
         rows.append(row)
     results = _judged(pairs) if pairs else []
     judged = dict(zip(slots, results))
@@ -144,7 +152,7 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]],
         headers = [*varying, "test", *group]
     align = ["left"] * (len(varying) + 1) + (["right"] * (len(group) - 1) + ["left"]) * len(classes)
     table = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
-    footer = noise_footer(records, list(zip(pairs, results)))
+    footer = noise_footer(records, list(zip(pairs, results))) + busy_lines
     return table + ("\n\n" + "\n".join(footer) if footer else "")
 
 

@@ -6,7 +6,7 @@ class. Imported records (someone's pasted numbers) get a ratio but no verdict.
 from __future__ import annotations
 
 from agent.spec.record import process_means
-from coordinator.results.stats import Comparison, Settings, compare, compare_many
+from coordinator.results.stats import Comparison, Settings, compare, compare_many, compare_sequential
 
 METRICS = ("pp_tps", "tg_tps")
 
@@ -52,15 +52,28 @@ def units(metric: dict) -> list[float]:
     return process_means(metric.get("samples") or [], metric.get("process_sizes"))
 
 
+def stopped_on_verdicts(base: dict, cand: dict) -> dict | None:
+    """The candidate's repetitions when both sides measured under ``until: verdict`` (their
+    processes ran as interleaved pairs, and stopped when the sequential rule settled), else None."""
+    reps = [r.get("repetitions") or {} for r in (base, cand)]
+    return reps[1] if all(r.get("until") == "verdict" for r in reps) else None
+
+
 def judge(triples: list[tuple[dict, dict, str]], settings: Settings = Settings()) -> list[Comparison]:
     """A Comparison per (baseline record, candidate record, metric), all with samples.
-    Identical binaries are "same binary" outright and take no part in the correction."""
+    Identical binaries are "same binary" outright, and cells measured ``until: verdict`` get
+    the sequential rule's verdict on their pairs (the one that stopped them: it holds under
+    optional stopping); neither takes part in the correction."""
     out: list[Comparison | None] = [None] * len(triples)
     fresh = []
     for i, (base, cand, metric) in enumerate(triples):
         b, c = units(base["metrics"][metric]), units(cand["metrics"][metric])
+        sequential = stopped_on_verdicts(base, cand)
         if _same_binary(base, cand):
             out[i] = compare(b, c, metric, settings, same_binary=True)
+        elif sequential is not None:
+            out[i] = compare_sequential(b, c, metric, settings, max_pairs=sequential.get("max"),
+                                        min_pairs=sequential.get("min") or 3)
         else:
             fresh.append((i, b, c, metric))
     for (i, *_), result in zip(fresh, compare_many([(b, c, m) for _, b, c, m in fresh], settings)):
@@ -126,7 +139,9 @@ def render_comparisons(rows: list[dict], settings: Settings) -> str:
     return (f"{text}\n\nRatios > 1 are faster (tokens/s). n counts engine processes, the statistical unit "
             "(each the mean of its repetitions; A and B processes were interleaved on one machine). "
             "95% CI: bootstrap over those units. "
-            f"Test: {settings.test} (per row). Multiple-comparison control: {correction} across {tested} "
+            f"Test: {settings.test} (per row); sequential: cells measured until: verdict, judged by the "
+            "anytime-valid confidence sequence on their interleaved pairs that stopped them (valid under "
+            f"optional stopping, outside the correction). Multiple-comparison control: {correction} across {tested} "
             f"comparisons. Verdicts need p < {settings.alpha} and |change| >= {settings.min_effect:.0%} "
             f"(slower/faster), or a CI inside ±{settings.equivalence:.0%} (same); otherwise unknown. "
             "Records are only compared within one hardware class.")

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from agent.engine import tools
 from agent.spec.cellspec import CellSpec
+from agent.spec.flags import REPS_BOUNDS
 from agent.spec.printable import shown
 from agent.spec.record import EnginePart, StoredRecord
 from agent.spec.registry import TOOLS
@@ -167,8 +168,9 @@ def _argv_as_leased(record: StoredRecord, spec: CellSpec) -> None:
     only the binary, the model path and (llama-bench) the repetition count are the agent's."""
     argvs = record.tool.argv or []
     if len(argvs) > spec.repetitions.max:
-        raise BadRecord(f"tool.argv: more processes than the cell's {spec.repetitions.max} repetitions")
-    reps = 0
+        raise BadRecord(f"tool.argv: more processes than the cell's {spec.repetitions.max}")
+    per_process = spec.repetitions.per_process
+    most = per_process if isinstance(per_process, int) else REPS_BOUNDS[1]
     for i, argv in enumerate(argvs):
         if not (len(argv) > 2 and all(a.isprintable() for a in argv)):
             raise BadRecord(f"tool.argv[{i}] is not a command line (strings without control characters)")
@@ -188,9 +190,8 @@ def _argv_as_leased(record: StoredRecord, spec: CellSpec) -> None:
             raise BadRecord(f"the leased arguments do not fit the engine: {exc}") from None
         if argv != want or n < 1:
             raise BadRecord(f"tool.argv[{i}] {shown(' '.join(argv[3:]))} is not what the leased cell runs")
-        reps += n
-    if reps > spec.repetitions.max:
-        raise BadRecord(f"tool.argv: {reps} repetitions, the cell allows {spec.repetitions.max}")
+        if n > most:
+            raise BadRecord(f"tool.argv[{i}]: {n} repetitions in one process, the cell allows {most}")
     if record.status == "ok" and not argvs:
         raise BadRecord("an ok record that ran no process")
 
@@ -208,8 +209,9 @@ def _metrics_hold(record: StoredRecord, spec: CellSpec) -> None:
         if not (_label(metric.test) and _label(metric.unit)):
             raise BadRecord(f"metrics.{name}: test {shown(metric.test)} or unit {shown(metric.unit)} is no label")
         samples = metric.samples
-        if not samples or len(samples) > spec.repetitions.max:
-            raise BadRecord(f"metrics.{name}: {len(samples)} samples, the cell allows 1 to {spec.repetitions.max}")
+        most = spec.repetitions.max * REPS_BOUNDS[1]      # max processes of at most REPS_BOUNDS[1] each
+        if not samples or len(samples) > most:
+            raise BadRecord(f"metrics.{name}: {len(samples)} samples, the cell allows 1 to {most}")
         bad = next((s for s in samples if not 0 < s <= MAX_TPS), None)      # finite: record_check
         if bad is not None:
             raise BadRecord(f"metrics.{name}.samples: {bad!r} is not a rate between 0 and {MAX_TPS:g}")
