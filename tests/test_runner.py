@@ -58,3 +58,15 @@ def test_engine_environment_drops_thread_count_variables(monkeypatch):
 def test_a_quick_process_reports_its_exit_code_and_output(tmp_path):
     result = run_process(["sh", "-c", "echo hi; echo oops >&2; exit 3"], 10, tmp_path / "o", tmp_path / "e")
     assert (result.exit_code, result.stdout(), result.stderr()) == (3, "hi\n", "oops\n")
+
+
+def test_run_process_reports_the_cpu_time_a_process_used_not_its_wall_time(tmp_path):
+    """wait4's rusage: a busy loop's CPU seconds track its wall time; a sleeper's stay near 0."""
+    busy = [sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"]
+    sleeper = [sys.executable, "-c", "import time; time.sleep(0.4)"]
+    spin = run_process(busy, 30, tmp_path / "b.out", tmp_path / "b.err")
+    rest = run_process(sleeper, 30, tmp_path / "s.out", tmp_path / "s.err")
+    assert spin.exit_code == rest.exit_code == 0
+    assert spin.cpu_s >= 0.4 and rest.cpu_s < 0.2 <= rest.wall_s
+    failing = run_process([sys.executable, "-c", "raise SystemExit(3)"], 30, tmp_path / "f.out", tmp_path / "f.err")
+    assert failing.exit_code == 3 and failing.cpu_s is not None

@@ -149,7 +149,7 @@ def _start(spec: CellSpec, profile, identity: dict) -> _Cell:
         engine={"name": spec.engine.name, "kind": spec.engine.kind, "source": spec.engine.source(),
                 "ref": spec.ref.model_dump(), "cmake": list(spec.engine.cmake)},
         model={"name": spec.model.name, "quant": spec.quant},
-        tool={"name": spec.tool, "argv": [], "exit_codes": [], "wall_s": [], "started": []},
+        tool={"name": spec.tool, "argv": [], "exit_codes": [], "wall_s": [], "cpu_s": [], "started": []},
         hardware=profile.model_dump(), hardware_class=profile.hardware_class,
         timestamps={"started": utc_now()},
     )
@@ -363,6 +363,7 @@ def _measure_once(cell: _Cell, report: PhaseReporter) -> None:
     record.tool["argv"].append(argv)
     record.tool["exit_codes"].append(result.exit_code)
     record.tool["wall_s"].append(round(result.wall_s, 4))
+    record.tool["cpu_s"].append(result.cpu_s)
     failure = _failure(spec, result)
     if failure:
         record.status, record.error = failure

@@ -28,6 +28,7 @@ class ProcessResult:
     stdout_path: Path
     stderr_path: Path
     truncated: bool = False
+    cpu_s: float | None = None      # user + system CPU time of the process and the children it waited for
 
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace")
@@ -123,8 +124,9 @@ def run_process(argv: list[str], timeout_s: float, stdout_path: Path, stderr_pat
 
         guard = threading.Thread(target=watchdog, daemon=True)
         guard.start()
+        cpu_s = None
         try:
-            proc.wait()
+            cpu_s = _wait(proc)
         except BaseException:
             _kill_group(proc)
             raise
@@ -139,4 +141,16 @@ def run_process(argv: list[str], timeout_s: float, stdout_path: Path, stderr_pat
             pass
         timed_out, truncated = verdict["timed_out"], verdict["truncated"]
     return ProcessResult(argv, None if timed_out else proc.returncode, timed_out, wall,
-                         stdout_path, stderr_path, truncated)
+                         stdout_path, stderr_path, truncated, cpu_s)
+
+
+def _wait(proc: subprocess.Popen) -> float | None:
+    """Wait for ``proc`` with wait4, which also returns its resource use: the CPU time it got
+    is a figure a neighbour cannot inflate, beside the wall time it can (bench/README.md)."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:           # reaped elsewhere: the exit code still comes from Popen
+        proc.wait()
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return round(usage.ru_utime + usage.ru_stime, 4)

@@ -233,7 +233,8 @@ class ModelPart(Part):
 
 
 class ToolPart(Part):
-    """The tool and its processes (also exit_codes, wall_s, started; imported_format)."""
+    """The tool and its processes (also exit_codes, wall_s, started; imported_format; cpu_s:
+    each process's user + system CPU seconds, absent in older records)."""
     name: Text | None = None
     argv: list[list[str]] | None = None           # one command line per engine process
 

@@ -12,7 +12,10 @@ def add_parser(sub) -> None:
     compare.add_argument("--run", default=None, help="only this run id (default: every run in the store)")
     store_options(compare)
     compare.add_argument("--min-effect", type=float, default=0.02, help="smallest change called slower/faster")
-    compare.add_argument("--test", choices=["auto", "welch", "mann-whitney"], default="auto")
+    compare.add_argument("--test", choices=["auto", "yuen", "welch", "mann-whitney"], default="auto",
+                         help="auto: the estimator's own (trimmed: yuen; median: mann-whitney; mean: welch or mann-whitney)")
+    compare.add_argument("--estimator", choices=["trimmed", "mean", "median"], default="trimmed",
+                         help="each side's centre: 20%% trimmed mean (default), mean or median")
     compare.add_argument("--correction", choices=["holm", "bh"], default="holm")
     compare.set_defaults(func=run)
 
@@ -33,7 +36,8 @@ def run(args) -> int:
     # axis values in records are typed (ints, bools); match them as text like the command line
     for rec in records:
         rec["params"] = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in rec["params"].items()}
-    settings = Settings(min_effect=args.min_effect, test=args.test, correction=args.correction)
+    settings = Settings(min_effect=args.min_effect, test=args.test, correction=args.correction,
+                        estimator=args.estimator)
     rows = comparisons(records, args.baseline, args.candidate, settings)
     if not rows:
         raise UserError(f"no cell has ok records for both {args.baseline} and {args.candidate} on one hardware class")
