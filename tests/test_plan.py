@@ -53,9 +53,10 @@ def test_every_cell_of_a_build_asks_for_all_targets_of_that_build():
 def test_run_id_ignores_comments_and_layout_but_not_content(tmp_path):
     text = DEMO.read_text()
     reformatted = tmp_path / "a.yaml"
-    reformatted.write_text("# another comment\n" + text.replace("repetitions: 10", "repetitions:   10  # same"))
+    assert "max: 20, until" in text
+    reformatted.write_text("# another comment\n" + text.replace("max: 20, until", "max:   20 ,  until"))
     changed = tmp_path / "b.yaml"
-    changed.write_text(text.replace("repetitions: 10", "repetitions: 11"))
+    changed.write_text(text.replace("max: 20, until", "max: 21, until"))
     base = load_plan(str(DEMO)).default_run_id
     assert load_plan(str(reformatted)).default_run_id == base
     assert load_plan(str(changed)).default_run_id != base
