@@ -45,6 +45,7 @@ from agent.engine.sources import resolve
 from agent.paths import cache_dir, default_store_url
 from agent.store.backends import open_store
 from agent.spec.cellspec import ModelSpec
+from agent.spec.registry import tool_argv
 from agent.spec.record import process_means
 from agent.spec.sequential import decide, log_ratio_sequence
 from coordinator.planning.plan import build_targets, load_plan
@@ -297,8 +298,18 @@ def interleave_bias(noise: Noise, trials: int, rng) -> dict:
 # ---------------------------------------------------------------- real engines (items 3 and 10)
 
 MAINLINE = {"sdist": {"package": "llama-cpp-python", "versions": ["0.3.35", "0.3.36"]}}
-CELL = ["-p", "64", "-n", "16", "-b", "64", "-ub", "64", "-t", "1"]    # the demo's tiny cell, threads 1
-TOKENS = 64 + 16                                                    # per repetition
+
+
+def _demo_cell_args() -> dict:
+    """The tool args of the full demo's tiny mainline Q8_0 cell at threads 1, as its matrix gives them."""
+    plan = load_plan(str(REPO / "matrices" / "demo-full.yaml"))
+    cell = next(c for c in plan.cells if c.engine_name == "mainline" and c.params.get("threads") == 1
+                and c.params.get("quant") == "Q8_0")
+    return cell.to_spec("bench", "file:///unused").args.model_dump(exclude_none=True)
+
+
+CELL = _demo_cell_args()
+TOKENS = CELL["n_prompt"] + CELL["n_gen"]                           # per repetition
 SPIN = """import os, sys, time
 os.sched_setaffinity(0, {int(sys.argv[1])})
 for line in sys.stdin:
@@ -325,7 +336,7 @@ def cached_mainline(version: str = "0.3.36"):
 def engine_process(bench: Path, model: Path, reps: int, core: int | None = None) -> dict:
     """One llama-bench process of the cell: tg and pp t/s (llama-bench's), its wall time and its
     CPU time (rusage, os.wait4), optionally pinned to one core."""
-    argv = [str(bench), "-m", str(model), *CELL, "-r", str(reps), "-o", "json"]
+    argv = tool_argv("llama-bench", "llama.cpp", str(bench), str(model), CELL, reps, warmup=1)
     pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=pin)

@@ -57,7 +57,7 @@ def test_per_process_repetitions_are_recorded_by_process_and_max_counts_processe
     assert rec["repetitions"]["calibration"]["how"] == "none: llama-bench -r 4 as per_process gives"
 
 
-def test_ab_cells_take_turns_process_by_process(tmp_path):
+def test_ab_cells_take_turns_process_by_process_in_the_counterbalanced_order_when_asked(tmp_path):
     matrix = tmp_path / "ab.yaml"
     matrix.write_text("""name: interleave
 engines:
@@ -66,7 +66,7 @@ models:
   tiny: {generate: tiny-llama}
 args: {n_prompt: 16, n_gen: 4, threads: 1}
 repetitions: {min: 4, max: 4, min_process_s: 0}
-hygiene: {drop_caches: off}
+hygiene: {drop_caches: off, order: counterbalanced}
 matrix:
   ref: [{name: A, engine: mainline, tag: v0.3.35}, {name: B, engine: mainline, tag: v0.3.36}]
   quant: [Q8_0]

@@ -205,7 +205,7 @@ def test_a_real_build_quantize_and_cell_run_confined(tmp_path, monkeypatch):
         ref=RefSpec(name="B", kind="tag", value="v0.3.36"),
         model=ModelSpec(name="tiny", generate="tiny-llama"), quant="Q8_0",
         args={"n_prompt": 16, "n_gen": 4, "threads": 1},
-        repetitions=Repetitions(min=2, max=2), hygiene=Hygiene(drop_caches="off"),
+        repetitions=Repetitions(min=2, max=2, min_process_s=0), hygiene=Hygiene(drop_caches="off"),
         timeout_s=300, store_url=store_url,
     )
     started = time.monotonic()
