@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from agent.spec.record import HardwarePart
 from coordinator.matrix.display import display as _display
-from coordinator.matrix.expansion import has_values
+from coordinator.planning.plan import baseline_ids
 from coordinator.reports.busy import busy_of
 from coordinator.results.compare import judge
 from coordinator.results.noise import figure_line, noise_figures
@@ -46,10 +46,6 @@ def _judged(pairs: list[tuple[dict, dict, str]]) -> list[Comparison | None]:
     return [next(judged) if ok else None for ok in has]
 
 
-def _key(params: dict) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in params.items()))
-
-
 def _class_label(hw_class: str | None, records: dict[str, list[dict]]) -> str:
     """A short name for a column group: the CPU's uarch (and GPUs) and the class id."""
     for recs in records.values():
@@ -67,19 +63,6 @@ def baseline_label(baseline: dict) -> str:
     return ",".join(_display(v) if k == "ref" else f"{k}={_display(v)}" for k, v in baseline.items())
 
 
-def _baselines(cells: list[dict], baseline: dict, candidate: dict | None) -> dict[str, str]:
-    """cell id -> the id of its baseline cell in this comparison (cells that have one)."""
-    by_params = {_key(c["params"]): c["cell_id"] for c in cells}
-    out = {}
-    for cell in cells:
-        if has_values(cell["params"], baseline) or (candidate is not None and not has_values(cell["params"], candidate)):
-            continue
-        base_id = by_params.get(_key({**cell["params"], **baseline}))
-        if base_id is not None:
-            out[cell["cell_id"]] = base_id
-    return out
-
-
 def comparison_table(cells: list[dict], records: dict[str, list[dict]],
                      comparisons: list[tuple[dict, dict | None]],
                      not_run: dict[str, str] | None = None) -> str:
@@ -94,7 +77,7 @@ def comparison_table(cells: list[dict], records: dict[str, list[dict]],
             if k not in columns:
                 columns.append(k)
     varying = [k for k in columns if len({repr(c["params"].get(k)) for c in cells}) > 1] or columns[:1]
-    bases = [_baselines(cells, baseline, candidate) for baseline, candidate in comparisons] or [{}]
+    bases = [baseline_ids(cells, baseline, candidate) for baseline, candidate in comparisons] or [{}]
     is_base = [set(b.values()) for b in bases]       # no comparison: one Δ pair, "-" throughout
     classes = sorted({r.get("hardware_class") for recs in records.values() for r in recs
                       if r.get("hardware_class")}) or [None]
