@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from agent.engine import interleave, models
 from agent.engine.build import build, make_key
 from agent.engine.pipeline import run_cells
+from agent.engine.runner import run_process
 from agent.engine.sources import resolve
 from agent.paths import cache_dir, default_store_url
 from agent.store.backends import open_store
@@ -334,19 +335,18 @@ def cached_mainline(version: str = "0.3.36"):
 
 
 def engine_process(bench: Path, model: Path, reps: int, core: int | None = None) -> dict:
-    """One llama-bench process of the cell: tg and pp t/s (llama-bench's), its wall time and its
-    CPU time (rusage, os.wait4), optionally pinned to one core."""
+    """One llama-bench process of the cell, run as the agent runs one (runner.run_process:
+    its environment, wall time and wait4 CPU time, optionally pinned to one core): tg and pp
+    t/s (llama-bench's), wall and CPU seconds, and the process's tokens per each."""
     argv = tool_argv("llama-bench", "llama.cpp", str(bench), str(model), CELL, reps, warmup=1)
-    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
-    t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=pin)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - t0
-    rows = json.loads(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_process(argv, 600, Path(tmp) / "out", Path(tmp) / "err",
+                             cpus=[core] if core is not None else None)
+        if result.exit_code != 0:
+            raise RuntimeError(f"llama-bench exited with {result.exit_code}: {result.stderr()[-300:]}")
+        rows = json.loads(result.stdout())
     speed = {("tg" if r["n_gen"] else "pp"): float(r["avg_ts"]) for r in rows}
-    cpu = usage.ru_utime + usage.ru_stime
+    wall, cpu = result.wall_s, result.cpu_s
     return {"tg": speed["tg"], "pp": speed["pp"], "wall_s": wall, "cpu_s": cpu,
             "cpu_tps": reps * TOKENS / cpu, "wall_tps": reps * TOKENS / wall}
 
@@ -358,7 +358,7 @@ def _load() -> str:
 def calibrated_reps(bench: Path, model: Path, seconds: float) -> int:
     """Repetitions that make one process measure ``seconds``, from one process at -r 3."""
     p = engine_process(bench, model, 3)
-    per_rep = 64 / p["pp"] + 16 / p["tg"]
+    per_rep = CELL["n_prompt"] / p["pp"] + CELL["n_gen"] / p["tg"]
     return max(1, math.ceil(seconds / per_rep))
 
 
