@@ -7,6 +7,7 @@ import base64
 from html import escape
 
 from coordinator.matrix.display import display
+from coordinator.results.stats import ratio_note
 from .busy import headline as busy_headline
 from .formats import OutPath, ReportSource, write_text
 from .model import (CHECK_NOTE, METRIC_TITLES, Report, build, check_counts, check_headers, check_headline,
@@ -78,7 +79,7 @@ def render(source: ReportSource, out_path: OutPath = None) -> str:
         body += ["<h2>A/B comparisons</h2>", *(_plot(p) for p in plots.forest_plot(report, ci_level)),
                  _table(comparison_headers(ci_level), [comparison_cells(report, c) for c in comps],
                         numeric={4, 5, 6, 9, 10}, cls_col=8),
-                 f"<p>ratio = candidate mean / baseline mean with a bootstrap {ci_level:.0%} CI; p adj = p "
+                 f"<p>{escape(ratio_note())} at {ci_level:.0%}; p adj = p "
                  f"adjusted across all {tested} tested comparisons with "
                  f"{escape(correction_name(comps, correction))}. Pairs are only formed within one hardware "
                  "class.</p>"]

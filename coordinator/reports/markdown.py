@@ -8,6 +8,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from coordinator.matrix.display import display
+from coordinator.results.stats import ratio_note
 from .busy import headline as busy_headline
 from .formats import OutPath, ReportSource, write_text
 from .model import (CHECK_NOTE, METRIC_TITLES, Report, build, check_counts, check_headers, check_headline,
@@ -78,7 +79,7 @@ def comparison_section(report: Report, correction: str, ci_level: float) -> str:
     tested = sum(1 for c in comps if c.get("p_adjusted") is not None)
     lines = [table(comparison_headers(ci_level), [comparison_cells(report, c) for c in comps],
                    numeric={4, 5, 6, 9, 10}), "",
-             f"ratio = candidate mean / baseline mean (above 1 is faster), with a bootstrap {ci_level:.0%} CI; "
+             f"{ratio_note()} at {ci_level:.0%} (above 1 is faster); "
              f"test = the significance test run on per-process means (one engine process is one sample); "
              f"p adj = p adjusted across all "
              f"{tested} tested comparisons with {correction_name(comps, correction)}. Pairs are only ever "

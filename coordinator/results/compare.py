@@ -6,7 +6,7 @@ class. Imported records (someone's pasted numbers) get a ratio but no verdict.
 from __future__ import annotations
 
 from agent.spec.record import process_means
-from coordinator.results.stats import Comparison, Settings, compare, compare_many, compare_sequential
+from coordinator.results.stats import Comparison, Settings, compare, compare_many, compare_sequential, ratio_note
 
 METRICS = ("pp_tps", "tg_tps")
 
@@ -138,7 +138,7 @@ def render_comparisons(rows: list[dict], settings: Settings) -> str:
     correction = {"holm": "Holm", "bh": "Benjamini-Hochberg"}.get(settings.correction, settings.correction)
     return (f"{text}\n\nRatios > 1 are faster (tokens/s). n counts engine processes, the statistical unit "
             "(each the mean of its repetitions; A and B processes were interleaved on one machine). "
-            "95% CI: bootstrap over those units. "
+            f"{ratio_note(settings.estimator)}. "
             f"Test: {settings.test} (per row); sequential: cells measured until: verdict, judged by the "
             "anytime-valid confidence sequence on their interleaved pairs that stopped them (valid under "
             f"optional stopping, outside the correction). Multiple-comparison control: {correction} across {tested} "

@@ -5,8 +5,8 @@ second agent of the SAME hardware class. Two machines of one class are still two
 (silicon lottery, cooling, RAM timings, background load), so they legitimately differ by a
 few percent. A pair therefore only **disagrees** when the difference is BOTH statistically
 significant (Holm-adjusted over the pair's metrics) AND larger than ``tolerance`` (the faster
-side more than 10% above the slower at the default). It **agrees** when the bootstrap CI of
-the ratio lies inside the tolerance band; anything else (too few engine processes, too
+side more than 10% above the slower at the default). It **agrees** when the CI of
+the ratio (stats.compare's: Yuen's, of the 20% trimmed means) lies inside the tolerance band; anything else (too few engine processes, too
 noisy, a failed record) is **unknown**, with the reason in words. A pair that cannot be
 compared because a record is malformed (not a record, samples that are text or NaN: see
 coordinator.results.record_check) **disagrees**: an agent must not escape the check by sending junk.
@@ -113,7 +113,7 @@ def cross_check(a: dict, b: dict, tolerance: float = 0.10) -> Verdict:
 
     Either record malformed -> disagree; either not ok -> unknown. A metric disagrees when
     its Holm-adjusted p (over the pair's metrics) < 0.05 AND the faster side is more than
-    ``tolerance`` above the slower; agrees when the bootstrap 95% CI of the ratio lies inside
+    ``tolerance`` above the slower; agrees when the 95% CI of the ratio (stats.compare's) lies inside
     that band; else unknown. The pair disagrees if any metric does, agrees if every metric
     does, else is unknown. Never raises on the records' content.
     """

@@ -70,6 +70,13 @@ ESTIMATORS = ("trimmed", "mean", "median")
 TRIM = 0.2          # cut from each end by the trimmed mean (and Yuen's test)
 
 
+def ratio_note(estimator: str = Settings.estimator) -> str:
+    """How a ratio and its CI were made, for the footers under comparison tables."""
+    name = {"trimmed": f"{TRIM:.0%} trimmed mean"}.get(estimator, estimator)
+    ci = "Yuen's CI (trimmed-mean standard errors)" if estimator == "trimmed" else "a bootstrap CI"
+    return f"ratio = candidate {name} / baseline {name} of the per-process values, with {ci}"
+
+
 # ---------------------------------------------------------------- small helpers
 
 def _clean(samples, side: str, warnings: list[str]) -> np.ndarray:
