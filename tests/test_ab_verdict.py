@@ -8,32 +8,27 @@ import pytest
 
 from agent.engine.sources import prepare_sdist_repo
 from tests.conftest import hwmatrix
+from tests.planted import git
 
 pytestmark = pytest.mark.engines
 
-ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-       "PATH": "/usr/bin:/bin"}
 ANCHOR = "    const struct ggml_tensor * src1 = dst->src[1];\n"
 # about 10 microseconds of busy work per matmul call: tiny-model tg drops by roughly a quarter
 SLOWDOWN = ANCHOR + "    { volatile double hwm_slow = 0; for (int hwm_i = 0; hwm_i < 600; ++hwm_i) hwm_slow += hwm_i; }\n"
-
-
-def _git(repo, *args) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True, env=ENV).stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def ab_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("ab")
     repo = root / "llama.cpp"
-    _git(root, "clone", "--quiet", str(prepare_sdist_repo("llama-cpp-python", ["0.3.35", "0.3.36"])), str(repo))
-    _git(repo, "checkout", "--quiet", "-b", "slow", "v0.3.36")
+    git(root, "clone", "--quiet", str(prepare_sdist_repo("llama-cpp-python", ["0.3.35", "0.3.36"])), str(repo))
+    git(repo, "checkout", "--quiet", "-b", "slow", "v0.3.36")
     source = repo / "ggml" / "src" / "ggml-cpu" / "ggml-cpu.c"
     text = source.read_text()
     assert text.count(ANCHOR) >= 1
     source.write_text(text.replace(ANCHOR, SLOWDOWN, 1))
-    _git(repo, "commit", "--quiet", "-am", "planted: slow down every CPU matmul")
-    base_commit = _git(repo, "rev-parse", "v0.3.36^{commit}")
+    git(repo, "commit", "--quiet", "-am", "planted: slow down every CPU matmul")
+    base_commit = git(repo, "rev-parse", "v0.3.36^{commit}")
     matrix = root / "ab.yaml"
     matrix.write_text(f"""name: ab
 engines:
@@ -90,7 +85,7 @@ def test_llama_cpps_own_compare_script_reads_the_export_and_sees_the_slowdown(ab
     assert len(set(commit.values())) == 2                  # base and again share one commit
     repo = prepare_sdist_repo("llama-cpp-python", ["0.3.35", "0.3.36"])
     script = tmp_path / "compare-llama-bench.py"
-    script.write_text(_git(repo, "show", "v0.3.36:scripts/compare-llama-bench.py"))
+    script.write_text(git(repo, "show", "v0.3.36:scripts/compare-llama-bench.py"))
     out = subprocess.run([sys.executable, str(script), "-i", str(db), "-b", commit["base"], "-c", commit["slow"],
                           "-o", "tsv"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
