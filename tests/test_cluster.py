@@ -342,3 +342,24 @@ def test_a_node_removed_mid_run_leaves_a_complete_duplicate_free_result_set(clus
         {cid: [(r["agent_id"], r["status"]) for r in recs] for cid, recs in by_cell.items()}
     survivor = {"zen4-a", "zen4-b"} - {victim}
     assert any(r["agent_id"] in survivor for r in records)
+
+
+def test_a_bisect_on_the_cluster_runs_every_step_on_one_agent_of_the_named_class(cluster, tmp_path):
+    """Ends, midpoints and the confirmation share hardware: every build and every process of a
+    bisect runs on the one agent it picked of --class (zen4: two agents to choose from)."""
+    from tests.chains import chain_repo
+
+    repo, shas = chain_repo(tmp_path, ["neutral", "slow", "docs"])
+    store = tmp_path / "store"
+    result = hwmatrix("bisect", "--repo", str(repo), "--good", "v0.3.36", "--bad", "chain", "-m", "tiny",
+                      "--address", cluster.address, "--token-file", cluster.token, "--class",
+                      cluster.classes["zen4-a"], "--store", store.as_uri(),
+                      env={"HWMATRIX_SPOOL": str(cluster.root / "spool-driver")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"culprit **{shas[2][:12]}**" in result.stdout
+    records = _records(store)
+    groups = {r["run_id"] for r in records}
+    assert len(groups) >= 2, groups          # the ends and at least one step after them
+    assert {r["agent_id"] for r in records} == {"zen4-a"}, {r["agent_id"] for r in records}
+    journal = json.loads(next(store.glob("bisects/*/journal.json")).read_text())
+    assert journal["host"] == "zen4-a" and journal["hw_class"] == cluster.classes["zen4-a"]

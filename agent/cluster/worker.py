@@ -11,7 +11,7 @@ import ray
 
 from agent.store import spool
 from agent.spec.cellspec import CellSpec
-from agent.engine.pipeline import agent_id_for, run_cells
+from agent.engine.pipeline import agent_id_for, build_only, run_cells
 from agent.machine.probe import probe
 
 BENCH_RESOURCE = "hwmatrix_bench"
@@ -52,6 +52,13 @@ def benchmark_group(spec_jsons: list[str], progress=None, desk=None) -> list[dic
     records = [*waiting.values(), *(record.model_dump(mode="json") for record in measured)]
     return [r | ({"spooled_on": r["agent_id"], "spooled_node": node_id} if spool.is_spooled(r) else {})
             for r in records]
+
+
+@ray.remote(num_cpus=0, resources={BENCH_RESOURCE: 1}, max_retries=0)
+def build_group(spec_jsons: list[str]) -> list[dict]:
+    """Build each cell's commit on this node and measure nothing (a bisect's midpoint); holds
+    the benchmark slot, since a build would disturb a measurement beside it."""
+    return [build_only(CellSpec.model_validate_json(s)) for s in spec_jsons]
 
 
 @ray.remote(num_cpus=0, max_retries=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sysconfig
@@ -205,6 +206,7 @@ class BuildResult:
     seconds: float          # compile time of this build (when cached: when it was built)
     cached: bool
     targets: list[str] = field(default_factory=list)
+    code_hash: str | None = None            # see code_hash(): equal for builds of the same code
 
     def bin(self, target: str) -> Path:
         return Path(self.binaries[target])
@@ -231,6 +233,25 @@ def _hash_binary(bin_dir: Path, target: str) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def code_hash(build_dir: Path, digest: str, commit: str) -> str | None:
+    """A hash of what the compiler made, blind to what differs between two builds of the same
+    code: sha256 over every object file (by its path in the build tree) except build-info's
+    (which holds the commit count), with this build's directory name (its key's digest, in
+    __FILE__ strings and paths) and the commit's id (ggml and llama print it) blanked. Two
+    commits that differ only in docs, comments that move no line, or files this build does
+    not compile get one code hash, so a bisect calls them the same without measuring. Link
+    flags are not covered. None when the build tree holds no objects."""
+    objects = sorted(p for p in build_dir.rglob("*.o") if "build-info" not in p.name)
+    if not objects:
+        return None
+    names = re.compile(re.escape(digest.encode()) + b"|" + re.escape(commit[:7].encode()) + b"[0-9a-f]{0,33}")
+    hasher = hashlib.sha256()
+    for path in objects:
+        hasher.update(str(path.relative_to(build_dir)).encode() + b"\0")
+        hasher.update(names.sub(b"#", path.read_bytes()))
+    return hasher.hexdigest()
 
 
 def _needs_examples(src: Path, targets: list[str]) -> bool:
@@ -299,8 +320,11 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
         if state_file.is_file():
             state = json.loads(state_file.read_text())
             if set(targets) <= set(state["targets"]) and all(Path(p).is_file() for p in state["binaries"].values()):
+                if "code_hash" not in state:        # a build from before code hashes
+                    state["code_hash"] = code_hash(root / "build", key.digest(), key.commit)
+                    state_file.write_text(json.dumps(state, indent=2))
                 return BuildResult(key, root / "build", state["binaries"], state["binary_hash"], log_path,
-                                   state.get("seconds", 0.0), True, state["targets"])
+                                   state.get("seconds", 0.0), True, state["targets"], state["code_hash"])
             targets = sorted(set(targets) | set(state["targets"]))
         else:
             shutil.rmtree(root, ignore_errors=True)
@@ -382,6 +406,7 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
         seconds = time.monotonic() - started
         if state_file.is_file():          # an incremental build for more targets: keep the total
             seconds += json.loads(state_file.read_text()).get("seconds", 0.0)
+        code = code_hash(build_dir, key.digest(), key.commit)
         state_file.write_text(json.dumps({"key": asdict(key), "targets": targets, "binaries": binaries,
-                                          "binary_hash": hashes, "seconds": seconds}, indent=2))
-        return BuildResult(key, build_dir, binaries, hashes, log_path, seconds, False, targets)
+                                          "binary_hash": hashes, "code_hash": code, "seconds": seconds}, indent=2))
+        return BuildResult(key, build_dir, binaries, hashes, log_path, seconds, False, targets, code)

@@ -20,3 +20,9 @@ def git(*args: str, cwd: Path | None = None, check: bool = True, env: dict | Non
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout.strip()
+
+
+def git_ok(*args: str, cwd: Path | None = None) -> bool:
+    """Whether a git query answers yes (exit 0), e.g. ``merge-base --is-ancestor A B``."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True).returncode == 0

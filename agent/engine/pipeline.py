@@ -39,13 +39,12 @@ from agent.store.keys import log_key, recorded_ok, result_key
 
 Reporter = Callable[[str, str, str], None]     # (cell id, phase, detail)
 
-VERDICT_METRICS = ("pp_tps", "tg_tps")      # what until: verdict waits on
 # Calibration aims this much over min_process_s (from the fastest repetition it saw), so a
 # process a little faster than any calibration repetition still measures min_process_s.
 CALIBRATION_MARGIN = 1.1
 TIMEOUT_SHARE = 0.8         # of the time left after calibration, what min processes may plan to use
 SEQUENTIAL_RULE = ("anytime-valid confidence sequence of the paired log-ratio (agent.spec.sequential), "
-                   "alpha 0.05, min_effect 2%, equivalence 2%")
+                   "alpha 0.05, min_effect 2%, equivalence repetitions.equivalence_pct")
 PhaseReporter = Callable[[str, str], None]     # (phase, detail) of one cell
 
 
@@ -127,6 +126,25 @@ def run_cells(specs: list[CellSpec], report: Reporter | None = None, grant: Gran
     return [_finish(cell, lambda phase, detail: report(cell.spec.cell_id, phase, detail), grant) for cell in cells]
 
 
+def build_only(spec: CellSpec) -> dict:
+    """Source, build and model of one cell, nothing measured: what a bisect asks of a commit
+    before it decides whether the commit needs measuring (its code hash may equal an end's).
+    A failure is an answer too (a commit that does not build is skipped)."""
+    profile = probe()
+    cell = _start(spec, profile, {"agent_id": agent_id_for(profile.hostname)})
+    try:
+        _guarded(cell, _prepare, lambda cell_id, phase, detail: None)
+        log = cell.logs.get("build.log") or cell.logs.get("quantizer-build.log")
+        tail = Path(log).read_text(errors="replace")[-4000:] if log and Path(log).is_file() else ""
+    finally:
+        shutil.rmtree(cell.work, ignore_errors=True)
+    engine = cell.record.engine
+    return {"cell_id": spec.cell_id, "status": cell.record.status, "error": cell.record.error,
+            "commit": engine.get("commit"), "code_hash": engine.get("code_hash"),
+            "binary_hash": engine.get("binary_hash"), "build_seconds": (engine.get("build") or {}).get("seconds"),
+            "cached": (engine.get("build") or {}).get("cached"), "log_tail": tail}
+
+
 def _recorded(spec: CellSpec, hw_class: str, agent_id: str, grant: Granter | None) -> str | None:
     """Who already has an ok record of ``spec``: this agent, or (one result per class)
     another agent of its class. With grants the coordinator looks, this agent cannot."""
@@ -194,6 +212,7 @@ def _prepare(cell: _Cell, report: PhaseReporter) -> None:
                               "digest": built.key.digest(), "cached": built.cached,
                               "seconds": round(built.seconds, 2)}
     record.engine["binary_hash"] = built.binary_hash.get(spec.tool)
+    record.engine["code_hash"] = built.code_hash
     try:
         report("quantize" if spec.quant else "model", f"{spec.model.name} {spec.quant or ''}".strip())
         quantizer = None
@@ -401,8 +420,9 @@ def _verdicts(cell: _Cell, group: dict[str, _Cell]) -> dict[str, dict[str, Seque
         if base is None or base.record.status != "ok" or cell.record.status != "ok":
             continue
         theirs = _process_values(base)
-        out[base_id] = {m: sequential_verdict(theirs[m], mine[m], min_pairs=rep.min, max_pairs=rep.max)
-                        for m in VERDICT_METRICS if m in mine and m in theirs}
+        out[base_id] = {m: sequential_verdict(theirs[m], mine[m], min_pairs=rep.min, max_pairs=rep.max,
+                                              equivalence=rep.equivalence_pct / 100)
+                        for m in cell.spec.verdict_metrics if m in mine and m in theirs}
     return out
 
 
@@ -464,6 +484,7 @@ def _finish(cell: _Cell, report: PhaseReporter, grant: Granter | None = None) ->
         record.repetitions = {
             "min": rep.min, "max": rep.max, "until": _until(rep), "target_ci_pct": rep.target_ci_pct,
             "per_process": rep.per_process, "done": cell.done, "processes": cell.processes,
+            "equivalence_pct": rep.equivalence_pct,
             "calibration": cell.calibration,
             "ci_half_width_pct": {k: round(ci_half_width_pct(process_means(m.samples, m.process_sizes)), 3)
                                   for k, m in metrics_now.items()}}

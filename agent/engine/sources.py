@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.engine.gitutil import GitError, git
+from agent.engine.gitutil import GitError, git, git_ok
+from agent.spec.flags import git_ref_problem
 from agent.paths import cache_dir
 
 # Upstream commits of sdists whose tarball does not carry them (their .git is absent).
@@ -258,3 +259,66 @@ def resolve(source: dict, ref_kind: str, value: str) -> ResolvedSource:
         return ResolvedSource(sdist_repo_id(sd["package"], list(sd["versions"])), resolved.mirror,
                               resolved.commit, resolved.upstream_commit)
     return resolve_git(source["repo"], ref_kind, value)
+
+
+# ---------------------------------------------------------------- commit ranges (bisect)
+
+MAX_RANGE = 100_000      # commits a bisect may span: more is a typo, not a search
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    subject: str
+    date: str           # author date, ISO 8601
+
+
+_FORMAT = "--format=%H%x00%aI%x00%s"
+
+
+def _info(line: str) -> CommitInfo:
+    sha, date, subject = line.split("\0", 2)
+    return CommitInfo(sha=sha, subject=subject, date=date)
+
+
+def commit_info(mirror: Path, commit: str) -> CommitInfo:
+    return _info(git("log", "-1", _FORMAT, commit, cwd=mirror))
+
+
+def first_parent_range(source: dict, good: str, bad: str, limit: int = MAX_RANGE) -> list[CommitInfo]:
+    """The commits a bisect searches: good, then every commit of the first-parent chain from
+    good to bad, oldest first (so index 0 is good and index -1 is bad). Refuses good == bad,
+    a bad that does not descend from good, an unknown ref and a range over ``limit`` commits,
+    each with a one-line SourceError."""
+    for name, value in (("good", good), ("bad", bad)):
+        if problem := (git_ref_problem(value) if value else "it is empty"):
+            raise SourceError(f"{name} ref {value!r}: {problem}")
+    try:
+        lo = resolve(source, "ref", good)
+    except SourceError as exc:
+        raise SourceError(f"good: {exc}") from None
+    try:
+        hi = resolve(source, "ref", bad)
+    except SourceError as exc:
+        raise SourceError(f"bad: {exc}") from None
+    mirror = hi.mirror
+    if lo.commit == hi.commit:
+        raise SourceError(f"good and bad are the same commit ({lo.commit[:12]}): there is no range to search")
+    if not git_ok("merge-base", "--is-ancestor", lo.commit, hi.commit, cwd=mirror):
+        raise SourceError(f"bad {bad!r} ({hi.commit[:12]}) does not descend from good {good!r} ({lo.commit[:12]}); "
+                          "give the older, good commit as --good")
+    count = int(git("rev-list", "--count", "--first-parent", f"{lo.commit}..{hi.commit}", cwd=mirror) or 0)
+    if count > limit:
+        raise SourceError(f"good..bad spans {count:,} commits, more than {limit:,}; give a narrower range")
+    listed = git("rev-list", "--first-parent", "--reverse", _FORMAT, "--no-commit-header",
+                 f"{lo.commit}..{hi.commit}", cwd=mirror)
+    chain = [_info(line) for line in listed.splitlines() if line]
+    if not chain or chain[-1].sha != hi.commit or not _first_parent_reaches(mirror, chain[0].sha, lo.commit):
+        raise SourceError(f"good {good!r} is not on bad's first-parent chain (it was merged in from a side "
+                          "branch); give a good commit on the main line")
+    return [commit_info(mirror, lo.commit), *chain]
+
+
+def _first_parent_reaches(mirror: Path, first: str, good: str) -> bool:
+    """The oldest listed commit's first parent is good: the chain really starts at good."""
+    return git("rev-parse", f"{first}^1", cwd=mirror, check=False) == good

@@ -120,6 +120,7 @@ class Repetitions(_Strict):
     per_process: int | Literal["auto"] = "auto"
     min_process_s: float = Field(1.0, ge=0, le=3600)
     until: Literal["ci", "verdict"] | None = None
+    equivalence_pct: float = Field(2.0, ge=0.5, le=50)    # until: verdict - "same" means within this
 
     @field_validator("per_process")
     @classmethod
@@ -195,3 +196,6 @@ class CellSpec(_Strict):
     # The cells this cell is compared against (one per comparison of the matrix that makes it
     # a candidate): with `until: verdict` its A/B group measures on until each such pair is settled.
     baselines: list[Name] = Field(default_factory=list, max_length=64)
+    # The metrics those comparisons judge (what until: verdict waits on).
+    verdict_metrics: list[Literal["pp_tps", "tg_tps"]] = Field(default_factory=lambda: ["pp_tps", "tg_tps"],
+                                                               max_length=2)

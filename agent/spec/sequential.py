@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SETTLED = ("slower", "faster", "same")
+VERDICT_METRICS = ("pp_tps", "tg_tps")      # what until: verdict may wait on
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The `hwmatrix` command line: probe, plan, run, compare, report, import, cluster, agents, volunteers.
+"""The `hwmatrix` command line: probe, plan, run, compare, bisect, report, import, cluster, agents, volunteers.
 
 Exit codes: 0 success; 1 the run finished but some cells did not measure (their records
 say why); 2 bad input (a malformed matrix, unmatched cells, a bad option); 3 the store could
@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from agent.store.keys import StoreError
-from coordinator.cli import agent, cluster, compare, imports, noise, plan, probe, report, run, selftest, volunteers
+from coordinator.cli import (ab, agent, bisect, cluster, compare, imports, noise, plan, probe, report, run, selftest,
+                             volunteers)
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 
 EXIT_STORE = 3
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     volunteers.add_commands(sub, agent_sub)
     cluster.add_agents_parser(sub)
     compare.add_parser(sub)
+    ab.add_parser(sub)
+    bisect.add_parser(sub)
     imports.add_parser(sub)
     report.add_parser(sub)
     selftest.add_parser(sub)

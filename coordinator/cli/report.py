@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
     rep.add_argument("--baseline", type=axis_value, default=None, help="AXIS=VALUE for the A/B section")
     rep.add_argument("--candidate", type=axis_value, default=None)
     rep.add_argument("--correction", choices=["holm", "bh"], default="holm")
+    rep.add_argument("--bisect", default=None, metavar="ID", help="show this bisect (its culprit, path and totals)")
     rep.set_defaults(func=run)
 
 
@@ -36,6 +37,8 @@ def run(args) -> int:
     if args.export and not args.out:
         raise UserError(f"--export {args.export} needs --out FILE")
     store = open_store(args)
+    if args.bisect:
+        return _bisect(store, args.bisect, args.out)
     filters = {"matrix": args.matrix, "ref": args.ref, "hw_class": args.hw_class, "since": args.since,
                "until": args.until}
     loaded = [load_checked(store, run, **filters) for run in (args.run or [None])]
@@ -55,4 +58,26 @@ def run(args) -> int:
         print(f"wrote {fmt} report of {len(records)} records to {args.out}")
     else:
         print(out)
+    return EXIT_OK
+
+
+def _bisect(store, bisect_id: str, out: str | None) -> int:
+    """A bisect from its journal in the store, as `hwmatrix bisect` printed it."""
+    from agent.store.keys import StoreError
+    from coordinator.bisect.lab import read_journal
+    from coordinator.bisect.render import render
+
+    try:
+        journal = read_journal(store, bisect_id)
+    except StoreError as exc:
+        raise UserError(f"--bisect {bisect_id!r}: {exc}") from None
+    if journal is None:
+        raise UserError(f"no bisect {bisect_id!r} in {store.url}")
+    text = render(journal)
+    if out:
+        with open(out, "w") as handle:
+            handle.write(text + "\n")
+        print(f"wrote bisect {bisect_id} to {out}")
+    else:
+        print(text)
     return EXIT_OK

@@ -73,6 +73,8 @@ def connect(address: str, token_file: str | None) -> None:
     import ray
     from ray._raylet import GcsClient
 
+    if ray.is_initialized():            # joined already (a bisect runs one run per step)
+        return
     try:
         token_env(token_file)
         check_address(address)

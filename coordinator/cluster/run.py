@@ -137,8 +137,9 @@ def ctrl_c_cancels() -> None:
 
 def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, skip_unmatched: bool,
             address: str | None = None, token_file: str | None = None, on_clash: str = "reject",
-            max_cells: int = MAX_CELLS):
-    """Plan, skip what the store has, dispatch the rest; (plan, run_id, records, matched, unmatched)."""
+            max_cells: int = MAX_CELLS, host: str | None = None):
+    """Plan, skip what the store has, dispatch the rest; (plan, run_id, records, matched, unmatched).
+    ``host``: only that agent takes cells (a bisect keeps every step on one machine)."""
     ctrl_c_cancels()
     plan = load_plan(path, max_cells)
     store_url = store_url or default_store_url()
@@ -154,6 +155,11 @@ def execute(path: str, store_url: str | None, run_id: str | None, fresh: bool, s
         agents = cluster_agents()
     else:
         agents = local_agents()
+    if host is not None:
+        agents = [a for a in agents if a.host == host]
+        if not agents:
+            raise UserError(f"agent {host} is no longer live; it ran this bisect's earlier steps "
+                            "(the steps must share one machine)")
     run_id = run_id or plan.default_run_id
     if fresh:
         run_id = f"{run_id}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"

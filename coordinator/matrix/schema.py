@@ -297,6 +297,8 @@ class Repetitions(Strict):
         "as make a process measure min_process_s (the agent calibrates them once per cell)")
     min_process_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         1.0, description="per_process auto: seconds each process measures at least (0 = one repetition)")
+    equivalence_pct: Annotated[float, Field(ge=0.5, le=50)] = Field(
+        2.0, description="until: verdict - a comparison is settled 'same' once its CI lies within +- this %")
 
     @model_validator(mode="before")
     @classmethod
@@ -442,6 +444,18 @@ class Compare(Strict):
         return self.baseline.values(), self.candidate.values() if self.candidate is not None else None
 
 
+class BisectSection(Strict):
+    """`hwmatrix bisect --matrix FILE`: the range and the question; the rest of the file says
+    what to build and measure (one value per axis other than ref, or --cell to pick)."""
+    good: GitRef = Field(description="the older ref, as it was")
+    bad: GitRef = Field(description="the newer ref, where it changed")
+    engine: Name | None = Field(None, description="engine name from engines: (required if more than one)")
+    metric: Literal["tg_tps", "pp_tps"] = Field("tg_tps", description="what to bisect on")
+    find: Literal["slower", "faster"] = Field("slower", description="the change sought")
+    min_processes: Annotated[int, Field(ge=2, le=1000)] = Field(3, description="processes a side before a verdict")
+    max_processes: Annotated[int, Field(ge=2, le=1000)] = Field(20, description="processes a side at most per step")
+
+
 class Matrix(Strict):
     """A matrix file: what to build, which models, which axes to sweep, where to run.
 
@@ -460,6 +474,7 @@ class Matrix(Strict):
     timeout_s: PosInt = Field(1800, description="per-cell wall-clock timeout in seconds")
     hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="where cells may run")
     matrix: MatrixAxes = Field(description="axes, exclude and include")
+    bisect: BisectSection | None = Field(None, description="a bisect of this matrix's cell (hwmatrix bisect --matrix)")
     compare: Annotated[list[Compare], Field(min_length=1)] | None = Field(
         None, description="comparisons for the run table: one {baseline, candidate, metrics} or a list of them")
 

@@ -19,6 +19,7 @@ from coordinator.matrix.display import display
 from coordinator.matrix.expansion import has_values
 from coordinator.planning.hardware_match import unmet
 from agent.spec.registry import ENGINES, QUANTIZE, TOOLS
+from agent.spec.sequential import VERDICT_METRICS
 from agent.spec.yaml_lines import MatrixError
 from coordinator.matrix.loading import load_matrix
 from coordinator.matrix.schema import Matrix, cell_tool_args
@@ -53,6 +54,7 @@ class PlannedCell:
     quantizer_targets: frozenset = field(default=frozenset(), repr=False, compare=False)
     # the cells this one is a candidate against, one per comparison that pairs it (cell ids)
     baselines: list[str] = field(default_factory=list, repr=False, compare=False)
+    verdict_metrics: list[str] = field(default_factory=list, repr=False, compare=False)
     _specs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -113,7 +115,8 @@ class PlannedCell:
             hygiene=self.key_part(("hygiene",), lambda: spec_types.Hygiene(**m.hygiene.model_dump())),
             timeout_s=float(m.timeout_s), store_url=store_url,
             build_targets=sorted(build_targets | self.needed_targets()), one_per_class=one_per_class,
-            on_clash=on_clash, baselines=self.baselines)
+            on_clash=on_clash, baselines=self.baselines,
+            **({"verdict_metrics": self.verdict_metrics} if self.verdict_metrics else {}))
 
     def key_part(self, key: tuple, make):
         if key not in self.spec_parts:
@@ -174,7 +177,7 @@ def load_plan(path: str, max_cells: int = MAX_CELLS) -> Plan:
         raise UserError(f"{path}: {exc.strerror}") from None
     # the dump is hashed with the top-level `per: class` every matrix had before `per` lived only
     # under hardware, so run ids stay what they were and earlier runs resume
-    matrix_hash = _digest({**matrix.model_dump(mode="json"), "per": "class"})[:12]
+    matrix_hash = _digest(_hash_input(matrix))[:12]
     cells, spec_parts = [], {}
     for params in matrix.cells():
         settings = matrix.cell_settings(params)
@@ -186,8 +189,23 @@ def load_plan(path: str, max_cells: int = MAX_CELLS) -> Plan:
             model_name=model_name, model=matrix.models[model_name], matrix=matrix, matrix_hash=matrix_hash,
             spec_parts=spec_parts))
     _choose_quantizers(cells)
-    _link_baselines(cells, [c.sides() for c in matrix.compare or []])
+    _link_baselines(cells, [(*c.sides(), c.metrics) for c in matrix.compare or []])
     return Plan(path=str(path), matrix=matrix, matrix_hash=matrix_hash, cells=cells)
+
+
+# Settings added after run ids were first made: at their defaults they stay out of the hash,
+# so every earlier matrix keeps its run id (and resumes).
+LATER_DEFAULTS = {("repetitions", "equivalence_pct"): 2.0}
+
+
+def _hash_input(matrix: Matrix) -> dict:
+    dump = {**matrix.model_dump(mode="json"), "per": "class"}
+    if dump.get("bisect") is None:
+        dump.pop("bisect", None)
+    for (section, key), default in LATER_DEFAULTS.items():
+        if dump.get(section, {}).get(key) == default:
+            del dump[section][key]
+    return dump
 
 
 def baseline_ids(cells: list[dict], baseline: dict, candidate: dict | None) -> dict[str, str]:
@@ -209,15 +227,17 @@ def baseline_ids(cells: list[dict], baseline: dict, candidate: dict | None) -> d
     return out
 
 
-def _link_baselines(cells: list[PlannedCell], comparisons: list[tuple[dict, dict | None]]) -> None:
-    """Each cell's baselines, in comparison order (an agent stopping on verdicts needs them)."""
+def _link_baselines(cells: list[PlannedCell], comparisons: list[tuple[dict, dict | None, list[str]]]) -> None:
+    """Each cell's baselines, in comparison order, and the metrics they judge (an agent
+    stopping on verdicts waits on those only)."""
     plain = [{"cell_id": c.cell_id, "params": c.params} for c in cells]
     by_id = {c.cell_id: c for c in cells}
-    for baseline, candidate in comparisons:
+    for baseline, candidate, metrics in comparisons:
         for cell_id, base_id in baseline_ids(plain, baseline, candidate).items():
             cell = by_id[cell_id]
             if base_id not in cell.baselines:
                 cell.baselines.append(base_id)
+            cell.verdict_metrics += [m for m in metrics if m in VERDICT_METRICS and m not in cell.verdict_metrics]
 
 
 def _loads(consumer: str, maker: str) -> bool:

@@ -5,6 +5,8 @@ class. Imported records (someone's pasted numbers) get a ratio but no verdict.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from agent.spec.record import process_means
 from coordinator.results.stats import Comparison, Settings, compare, compare_many, compare_sequential, ratio_note
 
@@ -72,7 +74,8 @@ def judge(triples: list[tuple[dict, dict, str]], settings: Settings = Settings()
         if _same_binary(base, cand):
             out[i] = compare(b, c, metric, settings, same_binary=True)
         elif sequential is not None:
-            out[i] = compare_sequential(b, c, metric, settings, max_pairs=sequential.get("max"),
+            margin = replace(settings, equivalence=sequential.get("equivalence_pct", 100 * settings.equivalence) / 100)
+            out[i] = compare_sequential(b, c, metric, margin, max_pairs=sequential.get("max"),
                                         min_pairs=sequential.get("min") or 3)
         else:
             fresh.append((i, b, c, metric))
