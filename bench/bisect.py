@@ -45,6 +45,7 @@ def hwmatrix(*args: str, env_root: Path) -> subprocess.CompletedProcess:
 
 
 def bisect(root: Path, kinds: list[str]) -> dict:
+    root.mkdir(parents=True, exist_ok=True)
     repo, shas = chain_repo(root, kinds)
     store = root / "store"
     started = time.monotonic()
