@@ -203,3 +203,14 @@ bisect: {{good: good, bad: bad}}
     picked = hwmatrix("bisect", "--matrix", str(matrix), "--cell", "quant=Q4_0", "--store", store.as_uri(),
                       "--good", "bad", "--bad", "bad", env={"HWMATRIX_CACHE": str(cache)}, timeout=120)
     refused(picked, "same commit")
+
+
+def test_without_repo_refs_in_either_order_make_one_sdist_repo_and_a_reversed_range_is_refused(tmp_path):
+    """Without --repo the refs name sdist versions; the versions are committed oldest first
+    whatever order good and bad came in, so good=v0.3.36 bad=v0.3.35 is 'not a descendant'
+    (before: the sdist repo was built in the order given, and the bisect ran backwards)."""
+    store = tmp_path / "store"
+    result = hwmatrix("bisect", "--good", "v0.3.36", "--bad", "v0.3.35", "-m", "tiny", "--store", store.as_uri(),
+                      env={"HWMATRIX_SPOOL": str(tmp_path / "spool")}, timeout=300)
+    refused(result, "does not descend from good 'v0.3.36'")
+    assert not (store.exists() and any(store.rglob("*.json")))

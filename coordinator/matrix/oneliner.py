@@ -28,7 +28,7 @@ def guess_kind(repo: str) -> str:
 
 def engine_entry(kind: str | None, repo: str | None, refs: list[str]) -> dict:
     """A matrix engine: ``repo`` as given, or (no repo) the registry sdist of ``kind``, whose
-    versions the refs name (v0.3.36 -> version 0.3.36), oldest first as given."""
+    versions the refs name (v0.3.36 -> version 0.3.36), in version order."""
     if repo:
         return {"kind": kind or guess_kind(repo), "repo": repo}
     kind = kind or MAINLINE
@@ -40,6 +40,8 @@ def engine_entry(kind: str | None, repo: str | None, refs: list[str]) -> dict:
                             "(like v0.3.36); give --repo URL|PATH for any other ref")
         if m.group(1) not in versions:
             versions.append(m.group(1))
+    # oldest first, whatever order the refs came in: each version is a commit on top of the one before
+    versions.sort(key=lambda v: tuple(int(x) for x in v.split(".")))
     entry = {"kind": kind, "sdist": {"package": SDISTS[kind], "versions": versions}}
     if SDIST_CMAKE.get(kind):
         entry["build"] = {"cmake": list(SDIST_CMAKE[kind])}
