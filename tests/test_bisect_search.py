@@ -249,3 +249,14 @@ def test_two_changes_at_a_last_split_over_a_skipped_commit_list_it_as_a_candidat
     first, second = sorted(result.changes, key=lambda c: c.culprit)
     assert (first.parent, first.culprit, first.candidates) == (0, 2, [1, 2])
     assert (second.parent, second.culprit, second.candidates) == (2, 3, [])
+
+
+def test_a_culprit_inside_the_loose_interval_of_its_bracket_explains_it_and_one_outside_does_not():
+    """Measured on the 8-commit chain: ends 0.699 [0.571, 0.857] after 4 processes a side, the
+    culprit 0.796 against its parent. That is one change (before: more than a quarter off, so
+    26 processes went on measuring the rest). The two-change chain's first culprit, 0.739
+    against ends of 0.616 [0.564, 0.674], is not the whole story."""
+    from coordinator.bisect.search import explains
+
+    assert explains(PairVerdict("slower", 0.796, 0.688, 0.920), PairVerdict("slower", 0.699, 0.571, 0.857))
+    assert not explains(PairVerdict("slower", 0.739, 0.558, 0.978), PairVerdict("slower", 0.616, 0.564, 0.674))

@@ -16,7 +16,8 @@ Strategy:
 - The culprit is confirmed by an interleaved A/B against its parent (the last group when it
   held exactly that pair).
 - More than one change: when both halves of the last split are ``find``, that is two
-  culprits; and when a confirmed culprit explains clearly less than its bracket's change,
+  culprits; and when a confirmed culprit explains clearly less than its bracket's change
+  (more than a quarter off it, and outside the bracket's interval),
   the rest of the bracket (before the parent, after the culprit) is measured, and a part
   that still differs becomes a bracket of its own, searched the same way.
 """
@@ -100,9 +101,13 @@ def _log_ratio(v: PairVerdict) -> float | None:
 
 
 def explains(part: PairVerdict, whole: PairVerdict, min_effect: float = 0.02) -> bool:
-    """Whether ``part`` (one commit's change) is about all of ``whole`` (a bracket's)."""
+    """Whether ``part`` (one commit's change) is about all of ``whole`` (a bracket's): within
+    EXPLAINED_SHARE of it, or inside the whole's own interval (a few processes a side leave
+    the whole's ratio loose; measuring the rest of the bracket for that noise costs groups)."""
     a, b = _log_ratio(part), _log_ratio(whole)
     if a is None or b is None:
+        return True
+    if whole.ci_low is not None and whole.ci_high is not None and whole.ci_low <= part.ratio <= whole.ci_high:
         return True
     return abs(a - b) <= max(EXPLAINED_SHARE * abs(b), min_effect)
 
