@@ -214,3 +214,24 @@ def test_without_repo_refs_in_either_order_make_one_sdist_repo_and_a_reversed_ra
                       env={"HWMATRIX_SPOOL": str(tmp_path / "spool")}, timeout=300)
     refused(result, "does not descend from good 'v0.3.36'")
     assert not (store.exists() and any(store.rglob("*.json")))
+
+
+def test_a_matrix_files_bisect_section_gives_good_and_bad(merged, tmp_path):
+    """`--matrix FILE` alone: the range comes from its bisect: section (here a bad ref the repo
+    lacks, so the refusal names it, and nothing is built)."""
+    repo, _ = merged
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(f"""name: fromfile
+engines:
+  local: {{kind: llama.cpp, repo: {repo}}}
+models:
+  tiny: {{generate: tiny-llama}}
+matrix:
+  ref: [{{name: good, tag: good}}]
+bisect: {{good: good, bad: no-such-tag, metric: pp_tps}}
+""")
+    cache, store = tmp_path / "cli-cache", tmp_path / "store"
+    result = hwmatrix("bisect", "--matrix", str(matrix), "--store", store.as_uri(),
+                      env={"HWMATRIX_CACHE": str(cache)}, timeout=120)
+    refused(result, "bad:", "'no-such-tag' not found")
+    assert nothing_built(cache, store)

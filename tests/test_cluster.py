@@ -315,6 +315,27 @@ def test_ctrl_c_stops_a_run_that_a_shell_started_with_sigint_ignored(cluster, tm
     _ctrl_c(cluster, tmp_path, sigint_ignored=True)
 
 
+def test_a_bisect_on_the_cluster_runs_every_step_on_one_agent_of_the_named_class(cluster, tmp_path):
+    """Ends, midpoints and the confirmation share hardware: every build and every process of a
+    bisect runs on the one agent it picked of --class (zen4: two agents to choose from)."""
+    from tests.chains import CHAIN_TWO, chain_repo
+
+    repo, shas = chain_repo(tmp_path, CHAIN_TWO[:3])     # docs, slow, neutral: test_bisect built them
+    store = tmp_path / "store"
+    result = hwmatrix("bisect", "--repo", str(repo), "--good", "v0.3.36", "--bad", "chain", "-m", "tiny",
+                      "--address", cluster.address, "--token-file", cluster.token, "--class",
+                      cluster.classes["zen4-a"], "--store", store.as_uri(),
+                      env={"HWMATRIX_SPOOL": str(cluster.root / "spool-driver")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"culprit **{shas[2][:12]}**" in result.stdout
+    records = _records(store)
+    groups = {r["run_id"] for r in records}
+    assert len(groups) >= 2, groups          # the ends and at least one step after them
+    assert {r["agent_id"] for r in records} == {"zen4-a"}, {r["agent_id"] for r in records}
+    journal = json.loads(next(store.glob("bisects/*/journal.json")).read_text())
+    assert journal["host"] == "zen4-a" and journal["hw_class"] == cluster.classes["zen4-a"]
+
+
 def test_a_node_removed_mid_run_leaves_a_complete_duplicate_free_result_set(cluster, tmp_path):
     """Last in the file: it takes one zen4 agent away for good."""
     store = tmp_path / "store"
@@ -343,23 +364,3 @@ def test_a_node_removed_mid_run_leaves_a_complete_duplicate_free_result_set(clus
     survivor = {"zen4-a", "zen4-b"} - {victim}
     assert any(r["agent_id"] in survivor for r in records)
 
-
-def test_a_bisect_on_the_cluster_runs_every_step_on_one_agent_of_the_named_class(cluster, tmp_path):
-    """Ends, midpoints and the confirmation share hardware: every build and every process of a
-    bisect runs on the one agent it picked of --class (zen4: two agents to choose from)."""
-    from tests.chains import CHAIN_TWO, chain_repo
-
-    repo, shas = chain_repo(tmp_path, CHAIN_TWO[:3])     # docs, slow, neutral: test_bisect built them
-    store = tmp_path / "store"
-    result = hwmatrix("bisect", "--repo", str(repo), "--good", "v0.3.36", "--bad", "chain", "-m", "tiny",
-                      "--address", cluster.address, "--token-file", cluster.token, "--class",
-                      cluster.classes["zen4-a"], "--store", store.as_uri(),
-                      env={"HWMATRIX_SPOOL": str(cluster.root / "spool-driver")})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"culprit **{shas[2][:12]}**" in result.stdout
-    records = _records(store)
-    groups = {r["run_id"] for r in records}
-    assert len(groups) >= 2, groups          # the ends and at least one step after them
-    assert {r["agent_id"] for r in records} == {"zen4-a"}, {r["agent_id"] for r in records}
-    journal = json.loads(next(store.glob("bisects/*/journal.json")).read_text())
-    assert journal["host"] == "zen4-a" and journal["hw_class"] == cluster.classes["zen4-a"]
