@@ -143,3 +143,39 @@ def test_an_aa_of_one_binary_never_calls_a_change_and_its_pairs_interleave(tmp_p
     # one process of each side per round: the i-th processes of A and B are a pair
     starts = sorted((t, r["params"]["ref"]) for r in (a, b) for t in r["tool"]["started"])
     assert all({starts[i][1], starts[i + 1][1]} == {"A", "B"} for i in range(0, 2 * n, 2)), starts
+
+
+# ---------------------------------------------------------------- issue #14: one metric, a wider "same"
+
+def test_a_comparison_on_tg_only_makes_the_group_wait_on_tg_only(tmp_path):
+    """compare[].metrics reaches the agent: a bisect's tg-only comparison must not wait for pp
+    to settle "same" (before: every cell waited on pp and tg)."""
+    compare = "compare:\n  - baseline: {ref: A}\n    metrics: [tg_tps]\n"
+    plan = load_plan(str(_write(tmp_path, "{min: 3, max: 20, until: verdict, equivalence_pct: 8}", compare)))
+    specs = {(c.params["ref"], c.params["threads"]): c.to_spec("r", "file:///s") for c in plan.cells}
+    assert specs[("B", 1)].verdict_metrics == ["tg_tps"] and specs[("B", 1)].repetitions.equivalence_pct == 8
+    reps = Repetitions(min=4, max=30, until="verdict", min_process_s=0)
+    a = _cell("a", [], [100.0] * 4, reps)
+    b = _cell("b", ["a"], [80.0] * 4, reps)
+    b.spec = b.spec.model_copy(update={"verdict_metrics": ["tg_tps"]})
+    # pp is identical here, so it would settle too; what matters is that only tg is asked
+    assert set(pipeline._verdicts(b, {"a": a, "b": b})["a"]) == {"tg_tps"}
+
+
+def test_equivalence_pct_widens_same_for_the_agent_and_for_the_coordinator():
+    """A 4% difference with a loose interval: not "same" within the default 2%, "same" within 10%."""
+    noisy_a = [100.0, 102.0, 99.0, 101.0, 100.0, 98.0, 101.0, 100.0]
+    noisy_b = [v * 0.99 for v in noisy_a[::-1]]
+    narrow = Repetitions(min=4, max=30, until="verdict", min_process_s=0)
+    wide = Repetitions(min=4, max=30, until="verdict", min_process_s=0, equivalence_pct=10)
+    for reps, settled in ((narrow, False), (wide, True)):
+        a, b = _cell("a", [], noisy_a, reps), _cell("b", ["a"], noisy_b, reps)
+        b.spec = b.spec.model_copy(update={"verdict_metrics": ["tg_tps"]})
+        assert (pipeline._verdicts(b, {"a": a, "b": b})["a"]["tg_tps"].verdict == "same") is settled
+
+    def record(ref: str, values: list[float], pct: float) -> dict:
+        metric = Metric.from_samples("tg8", values, process_sizes=[1] * len(values)).model_dump()
+        return {"params": {"ref": ref}, "status": "ok", "engine": {"binary_hash": ref}, "metrics": {"tg_tps": metric},
+                "repetitions": {"min": 4, "max": 30, "until": "verdict", "equivalence_pct": pct}}
+    assert judge([(record("A", noisy_a, 2), record("B", noisy_b, 2), "tg_tps")])[0].verdict != "same"
+    assert judge([(record("A", noisy_a, 10), record("B", noisy_b, 10), "tg_tps")])[0].verdict == "same"
