@@ -179,20 +179,22 @@ def test_cli_refuses_a_range_over_100000_commits_quickly(long_repo, tmp_path):
     assert seconds < 30
 
 
+def bisect_matrix(tmp_path: Path, name: str, repo: Path, rest: str) -> Path:
+    """A matrix file on ``repo`` with the tiny model; ``rest`` holds its args, axes and bisect:."""
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(f"name: {name}\nengines:\n  local: {{kind: llama.cpp, repo: {repo}}}\n"
+                      f"models:\n  tiny: {{generate: tiny-llama}}\n{rest}")
+    return matrix
+
+
 def test_cli_matrix_axis_with_two_values_needs_a_cell(merged, tmp_path):
     """A bisect measures one cell: a matrix axis with two values and no --cell is named."""
     repo, _ = merged
-    matrix = tmp_path / "m.yaml"
-    matrix.write_text(f"""name: twoq
-engines:
-  local: {{kind: llama.cpp, repo: {repo}}}
-models:
-  tiny: {{generate: tiny-llama}}
-args: {{n_prompt: 16, n_gen: 4, threads: 1}}
+    matrix = bisect_matrix(tmp_path, "twoq", repo, """args: {n_prompt: 16, n_gen: 4, threads: 1}
 matrix:
-  ref: [{{name: good, tag: good}}]
+  ref: [{name: good, tag: good}]
   quant: [Q8_0, Q4_0]
-bisect: {{good: good, bad: bad}}
+bisect: {good: good, bad: bad}
 """)
     cache, store = tmp_path / "cli-cache", tmp_path / "store"
     result = hwmatrix("bisect", "--matrix", str(matrix), "--store", store.as_uri(),
@@ -220,15 +222,9 @@ def test_a_matrix_files_bisect_section_gives_good_and_bad(merged, tmp_path):
     """`--matrix FILE` alone: the range comes from its bisect: section (here a bad ref the repo
     lacks, so the refusal names it, and nothing is built)."""
     repo, _ = merged
-    matrix = tmp_path / "m.yaml"
-    matrix.write_text(f"""name: fromfile
-engines:
-  local: {{kind: llama.cpp, repo: {repo}}}
-models:
-  tiny: {{generate: tiny-llama}}
-matrix:
-  ref: [{{name: good, tag: good}}]
-bisect: {{good: good, bad: no-such-tag, metric: pp_tps}}
+    matrix = bisect_matrix(tmp_path, "fromfile", repo, """matrix:
+  ref: [{name: good, tag: good}]
+bisect: {good: good, bad: no-such-tag, metric: pp_tps}
 """)
     cache, store = tmp_path / "cli-cache", tmp_path / "store"
     result = hwmatrix("bisect", "--matrix", str(matrix), "--store", store.as_uri(),

@@ -20,7 +20,6 @@ import yaml
 from agent.paths import cache_dir
 from agent.store.keys import StoreError, key_part
 from coordinator.bisect.search import Measured, PairVerdict
-from coordinator.errors import UserError
 
 # "same" at a step means the half holds less than this share of the ends' change.
 MARGIN_SHARE = 1 / 3
@@ -89,7 +88,6 @@ class StoreLab:
             "started": time.time(), "result": None}
         self.folder = cache_dir("bisects", bisect_id)
         self.replayed = {"builds": 0, "measures": 0}
-        self.connected = False
 
     # ---------------------------------------------------------------- journal
 
@@ -105,26 +103,19 @@ class StoreLab:
     # ---------------------------------------------------------------- machine
 
     def _connect(self) -> None:
-        if self.setup.address and not self.connected:
+        if self.setup.address:          # joins once: connect() returns when Ray is up already
             from coordinator.cluster.head import connect
 
             connect(self.setup.address, self.setup.token_file)
-        self.connected = True
 
     def host(self) -> str:
         """The agent every step runs on: the journal's, or the first of the class (by name)."""
         if self.journal["host"]:
             return self.journal["host"]
         self._connect()
-        from coordinator.cluster.run import cluster_agents, local_agents
+        from coordinator.cluster.run import pick_agent
 
-        agents = cluster_agents() if self.setup.address else local_agents()
-        if self.setup.hw_class:
-            agents = [a for a in agents if a.hw_class == self.setup.hw_class]
-        if not agents:
-            raise UserError(f"no live agent of class {self.setup.hw_class}" if self.setup.hw_class
-                            else "no live agent")
-        chosen = sorted(agents, key=lambda a: a.host)[0]
+        chosen = pick_agent(self.setup.address, self.setup.hw_class)
         self.journal["host"], self.journal["hw_class"] = chosen.host, chosen.hw_class
         self.journal["node_id"] = chosen.node_id
         self.save()
@@ -151,13 +142,13 @@ class StoreLab:
         hardware = dict(base.get("hardware") or {})
         hardware["per"] = "machine"
         axes["ref"] = [{"name": self.ref_name(i), "engine": self.setup.engine, "commit": self.sha(i)} for i in commits]
-        return {**base, "name": self.bisect_id, "repetitions": reps, "hardware": hardware, "matrix": axes,
-                "compare": [{"baseline": {"ref": self.ref_name(a)}, "candidate": {"ref": self.ref_name(b)},
-                             "metrics": [self.setup.metric]} for a, b in pairs] or None}
+        matrix = {**base, "name": self.bisect_id, "repetitions": reps, "hardware": hardware, "matrix": axes}
+        if pairs:
+            matrix["compare"] = [{"baseline": {"ref": self.ref_name(a)}, "candidate": {"ref": self.ref_name(b)},
+                                  "metrics": [self.setup.metric]} for a, b in pairs]
+        return matrix
 
     def _write(self, name: str, matrix: dict) -> str:
-        if matrix.get("compare") is None:
-            matrix.pop("compare")
         path = self.folder / f"{name}.yaml"
         path.write_text(yaml.safe_dump(matrix, sort_keys=False))
         return str(path)

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-
-def _ratio(step: dict) -> str:
-    if step.get("ratio") is None:
-        return "-"
-    ci = f" [{step['ci_low']:.3f}, {step['ci_high']:.3f}]" if step.get("ci_low") is not None else ""
-    return f"{step['ratio']:.3f}{ci}"
+from coordinator.reports.model import fmt_ratio
 
 
 def _commit(journal: dict, i: int | None) -> str:
@@ -31,14 +26,14 @@ def render(journal: dict) -> str:
              ""]
     ends = result.get("ends")
     if ends:
-        lines.append(f"ends: bad/good {metric} {_ratio(ends)} ({ends['verdict']}, {ends.get('pairs', 0)} processes "
+        lines.append(f"ends: bad/good {metric} {fmt_ratio(ends)} ({ends['verdict']}, {ends.get('pairs', 0)} processes "
                      "a side, interleaved)")
     lines += [f"**{result.get('status', 'unfinished')}**: {result.get('message', '')}", ""]
     for change in result.get("changes", []):
         c = commits[change["culprit"]]
         confirm = change.get("confirm") or {}
         lines.append(f"- culprit **{c['sha'][:12]}** {c['subject']!r} ({c['date']})")
-        lines.append(f"  against its parent {_commit(journal, change['parent'])}: {metric} ratio {_ratio(confirm)} "
+        lines.append(f"  against its parent {_commit(journal, change['parent'])}: {metric} ratio {fmt_ratio(confirm)} "
                      f"-> {confirm.get('verdict', 'not measured')}")
         if len(change.get("candidates") or []) > 1:
             lines.append("  one of: " + ", ".join(_commit(journal, i) for i in change["candidates"]))
@@ -47,7 +42,7 @@ def render(journal: dict) -> str:
     for lo, hi, why in result.get("unsettled", []):
         lines.append(f"- open: between {_commit(journal, lo)} and {_commit(journal, hi)}: {why}")
     rows = [[n + 1, _commit(journal, s["commit"]), commits[s["commit"]]["subject"][:48], s["action"],
-             _commit(journal, s.get("against")), s["verdict"], _ratio(s), s.get("processes") or "-", s.get("note", "")]
+             _commit(journal, s.get("against")), s["verdict"], fmt_ratio(s), s.get("processes") or "-", s.get("note", "")]
             for n, s in enumerate(result.get("steps", []))]
     lines += ["", "path:", "", tabulate(rows, headers=["step", "commit", "subject", "asked", "against", "verdict",
                                                        "ratio [95% CI]", "processes", "note"],

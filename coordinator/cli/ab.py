@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from coordinator.cli.options import store_options, store_url, use_token
 from coordinator.errors import EXIT_CELLS_FAILED, EXIT_OK, UserError
 
 _COMMIT = re.compile(r"[0-9a-f]{7,40}")
@@ -52,8 +53,6 @@ def add_parser(sub) -> None:
     p.add_argument("--address", default=None, help="HOST:PORT of a cluster; default: this machine")
     p.add_argument("--token-file", default=None, help="the cluster's Ray auth token file")
     p.add_argument("--class", dest="hw_class", default=None, help="run on an agent of this hardware class")
-    from coordinator.cli.options import store_options
-
     store_options(p)
     p.set_defaults(func=run, bench=[], given=[])
 
@@ -100,22 +99,16 @@ def _host(args) -> str | None:
     """With --class: the agent (first by name) of that class every cell runs on."""
     if not args.hw_class:
         return None
-    from coordinator.cluster.run import cluster_agents, local_agents
+    from coordinator.cluster.run import pick_agent
 
     if args.address:
         from coordinator.cluster.head import connect
 
         connect(args.address, args.token_file)
-    agents = [a for a in (cluster_agents() if args.address else local_agents()) if a.hw_class == args.hw_class]
-    if not agents:
-        raise UserError(f"--class {args.hw_class}: no live agent of that hardware class"
-                        + ("" if args.address else " (this machine's is another; `hwmatrix probe` shows it)"))
-    return sorted(agents, key=lambda a: a.host)[0].host
+    return pick_agent(args.address, args.hw_class).host
 
 
 def run(args) -> int:
-    from coordinator.cli.options import store_url, use_token
-
     if args.address:
         use_token(args)
     matrix = build_matrix(args)

@@ -1,7 +1,7 @@
 """`hwmatrix bisect`: from "it got slower" to the commit that did it, on one machine."""
 from __future__ import annotations
 
-from coordinator.cli.options import open_store, store_url, use_token
+from coordinator.cli.options import open_store, store_options, store_url, use_token
 from coordinator.errors import UserError
 
 METRICS = ("tg_tps", "pp_tps")
@@ -36,8 +36,6 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="replay finished steps from the store (what running the same command again does)")
     p.add_argument("--fresh", action="store_true", help="start over instead of replaying finished steps")
-    from coordinator.cli.options import store_options
-
     store_options(p)
     p.set_defaults(func=run)
 
@@ -81,10 +79,6 @@ def setup_from(args):
 def run(args) -> int:
     if args.address:
         use_token(args)
-    else:
-        from coordinator.cluster.loopback import keep_ray_on_loopback
-
-        keep_ray_on_loopback()
     from coordinator.bisect.run import run_bisect
 
     if args.max_changes < 1:

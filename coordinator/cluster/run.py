@@ -96,6 +96,18 @@ def cluster_agents() -> list[Agent]:
     return agents
 
 
+def pick_agent(address: str | None, hw_class: str | None) -> Agent:
+    """The first live agent (by name) of ``hw_class`` (any class when None), which a bisect or
+    an `ab --class` keeps every step on. A cluster is joined already."""
+    agents = cluster_agents() if address else local_agents()
+    if hw_class:
+        agents = [a for a in agents if a.hw_class == hw_class]
+    if not agents:
+        raise UserError((f"no live agent of hardware class {hw_class}" if hw_class else "no live agent")
+                        + ("" if address else " (this machine's class is another; `hwmatrix probe` shows it)"))
+    return sorted(agents, key=lambda a: a.host)[0]
+
+
 def unmatched_listing(cells: dict[str, PlannedCell], unmatched: dict[str, dict[str, str]]) -> str:
     rows = [(cid, cells[cid].label, f"{host}: {reason}") for cid, why in unmatched.items()
             for host, reason in why.items()]

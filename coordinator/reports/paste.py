@@ -8,6 +8,7 @@ from collections import Counter
 
 from tabulate import tabulate
 
+from coordinator.reports.model import fmt_ratio
 from coordinator.results.compare import METRICS, pair_records
 
 
@@ -47,9 +48,7 @@ def bench_table(records: list[dict], a: str, b: str) -> str:
 def verdict_table(rows: list[dict]) -> str:
     out = []
     for r in rows:
-        ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None else ""
-        ratio = f"{r['ratio']:.3f}{ci}" if r.get("ratio") is not None else "-"
-        out.append([r["metric"], f"**{r['verdict']}**", ratio, f"{r.get('n_base')} / {r.get('n_cand')}"])
+        out.append([r["metric"], f"**{r['verdict']}**", fmt_ratio(r), f"{r.get('n_base')} / {r.get('n_cand')}"])
     return _table(["metric", "verdict", "ratio B/A [95% CI]", "processes A / B"], out, {2, 3})
 
 
