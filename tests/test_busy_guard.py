@@ -128,7 +128,10 @@ def test_a_look_counts_a_hog_in_its_own_session_but_not_the_agents_own_busy_chil
     pids = {p["pid"] for p in seen.top}
     assert hog in pids and own.pid not in pids
     hog_pct = next(p["cpu_pct"] for p in seen.top if p["pid"] == hog)
-    assert hog_pct > 10 and seen.others_cores >= hog_pct / 100 - 0.1   # > 10: other jobs may share its core
+    # > 10: other jobs may share its core. The hog's own figure (from /proc/PID/stat) and the
+    # machine's (from /proc/stat) are read at different instants with different tick accounting;
+    # on a saturated 2-core CI box they differed by 11% (0.897 vs 1.014 cores), so allow a quarter.
+    assert hog_pct > 10 and seen.others_cores >= 0.75 * hog_pct / 100
     assert seen.why_busy()
 
 
