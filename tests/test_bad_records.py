@@ -135,6 +135,19 @@ def test_a_skipped_record_is_not_fetched_again_until_it_changes(store, monkeypat
     assert sorted(r["cell_id"] for r in repaired.records) == ["c1", "c2"]
 
 
+def test_a_read_only_reader_sees_the_records_and_the_skips_but_writes_no_index_or_catalog(store):
+    from coordinator.results.index import catalog, read_run
+    key = _fill(store, b"[1,2]")
+    before = set(store.list(""))
+    found = read_run(store, "r1", write=False)
+    runs = catalog(store, write=False)
+    assert [r["cell_id"] for r in found.records] == ["c1"] and [s.key for s in found.skipped] == [key]
+    assert set(runs) == {"r1"} and runs["r1"]["records"] == 1
+    assert set(store.list("")) == before and not store.exists(index_key("r1")) and not store.exists(CATALOG_KEY)
+    read_run(store, "r1")                       # a writing reader (report) still writes both
+    assert store.exists(index_key("r1")) and store.exists(CATALOG_KEY)
+
+
 def test_an_index_written_by_the_old_code_with_a_bad_record_in_it_is_rebuilt(store):
     key = _fill(store, b"[1,2]")
     versions = store.list_versions("runs/r1/results/")

@@ -126,14 +126,15 @@ def _summary(records: list[dict], run_id: str) -> dict:
     }
 
 
-def refresh_index(store, run_id: str) -> list[dict]:
+def refresh_index(store, run_id: str, write: bool = True) -> list[dict]:
     """The run's usable records (see read_run)."""
-    return read_run(store, run_id).records
+    return read_run(store, run_id, write).records
 
 
-def read_run(store, run_id: str) -> RunRecords:
+def read_run(store, run_id: str, write: bool = True) -> RunRecords:
     """The run's records and the objects skipped as unusable, from its index caught up with
-    one listing; the index (and the catalog entry) is written back only when something changed."""
+    one listing; the index (and the catalog entry) is written back only when something changed,
+    and never with ``write=False`` (a read-only reader such as `hwmatrix serve`)."""
     for _ in range(CAS_TRIES):
         index, version = _read(store, index_key(run_id))
         entries, bad = _entries(index)
@@ -156,6 +157,8 @@ def read_run(store, run_id: str) -> RunRecords:
                 good[k] = entries[k]
             elif k in bad:
                 skipped[k] = bad[k]
+        if not write:
+            return _run_records(good, skipped)
         data = json.dumps({"run_id": run_id, "format": INDEX_FORMAT, "records": good, "skipped": skipped},
                           separators=(",", ":")).encode()
         if store.put_if(index_key(run_id), data, version):
@@ -183,10 +186,11 @@ def _catalog_put(store, run_id: str, summary: dict) -> None:
     raise StoreError(f"the catalog kept changing under us ({CAS_TRIES} tries)")
 
 
-def catalog(store, skipped: list[Skipped] | None = None) -> dict[str, dict]:
+def catalog(store, skipped: list[Skipped] | None = None, write: bool = True) -> dict[str, dict]:
     """run_id -> summary; runs the catalog does not know yet (an older store) are indexed now,
     found with one delimited listing of runs/ rather than a walk of every key. A run whose
-    name is no valid run id is left out (and added to ``skipped``)."""
+    name is no valid run id is left out (and added to ``skipped``). ``write=False`` reads
+    without writing an index or the catalog back."""
     runs = (_read(store, CATALOG_KEY)[0] or {}).get("runs")
     known = {k: s for k, s in runs.items() if _summary_ok(s)} if isinstance(runs, dict) else {}
     for run_id in store.run_ids():
@@ -198,7 +202,7 @@ def catalog(store, skipped: list[Skipped] | None = None) -> dict[str, dict]:
             if skipped is not None:
                 skipped.append(Skipped(f"runs/{run_id}/", "not a valid run id"))
             continue
-        known[run_id] = _summary(refresh_index(store, run_id), run_id)
+        known[run_id] = _summary(refresh_index(store, run_id, write), run_id)
     return known
 
 
