@@ -106,3 +106,17 @@ def test_plan_refuses_a_bidi_control_in_a_tag_instead_of_printing_it(tmp_path):
     assert result.returncode == 2 and "\u202e" not in result.stdout + result.stderr
     assert re.fullmatch(rf"hwmatrix: {re.escape(str(path))}:\d+: matrix\.ref\[\d\]\.tag: holds the control character "
                         r"U\+202E \(RIGHT-TO-LEFT OVERRIDE\); .*\n", result.stderr), result.stderr
+
+
+def test_the_run_manifest_holds_the_matrix_compare_pairs_for_readers_of_the_store_alone(tmp_path):
+    import json
+
+    from agent.store.backends import open_store
+    from coordinator.cluster.run import write_manifest
+
+    plan = load_plan(str(REPO / "matrices" / "demo.yaml"))
+    store = open_store((tmp_path / "store").as_uri())
+    write_manifest(store, plan, "demo-x", {}, "running")
+    manifest = json.loads(store.get("runs/demo-x/manifest.json"))
+    assert manifest["compare"] == [{"baseline": {"rtr": False}, "candidate": {"rtr": True}}]
+    assert {c["state"] for c in manifest["cells"]} == {"missing"}

@@ -33,6 +33,9 @@ def write_manifest(store, plan: Plan, run_id: str, records: dict[str, list[dict]
     manifest = {
         "run_id": run_id, "matrix": {"name": plan.name, "hash": plan.matrix_hash, "file": plan.path},
         "updated": utc_now(), "state": state,
+        # the matrix's compare pairs, so a reader of the store alone (the results site) shows
+        # the same Δ columns as the table printed at the end of the run
+        "compare": [{"baseline": base, "candidate": cand} for base, cand in plan.comparisons],
         "cells": [{"cell_id": c.cell_id, "params": c.params,
                    "state": "recorded" if records.get(c.cell_id) else "spooled" if spooled.get(c.cell_id) else "missing",
                    "status": sorted({r["status"] for r in records.get(c.cell_id, [])}),
