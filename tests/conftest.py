@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import browser  # noqa: F401  (the headless-chromium session fixture)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

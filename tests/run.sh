@@ -5,13 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for tool in git cmake c++ ccache bwrap; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+# tool -> Debian packages; only the packages of missing tools are installed, after one apt-get update.
+# chromium: the browser tests drive Debian's /usr/bin/chromium through Playwright (never its downloads).
+need=(); packages=()
+for pair in "git:git" "cmake:cmake" "c++:g++ make" "ccache:ccache" "bwrap:bubblewrap" \
+            "/usr/bin/chromium:chromium" "chromedriver:chromium-driver"; do
+  tool="${pair%%:*}"
+  command -v "$tool" >/dev/null 2>&1 || { need+=("$tool"); packages+=(${pair#*:}); }
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages for: ${need[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git cmake g++ make ccache bubblewrap >/dev/null
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 

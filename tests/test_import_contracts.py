@@ -17,7 +17,7 @@ LAYERS = {
               {"agent.engine"}, {"agent.cluster", "agent.volunteer"}],
     "coordinator": [{"coordinator.errors"}, {"coordinator.matrix"}, {"coordinator.planning"},
                     {"coordinator.results"}, {"coordinator.reports"}, {"coordinator.cluster"},
-                    {"coordinator.volunteers", "coordinator.bisect"}, {"coordinator.cli"}],
+                    {"coordinator.volunteers", "coordinator.bisect", "coordinator.site"}, {"coordinator.cli"}],
 }
 
 

@@ -11,8 +11,9 @@ import argparse
 import sys
 
 from agent.store.keys import StoreError
-from coordinator.cli import (ab, agent, bisect, cluster, compare, imports, noise, plan, probe, report, run, selftest,
-                             volunteers)
+from coordinator.cli import (ab, agent, bisect, cluster, compare, history, imports, noise, plan, probe, report, run,
+                             selftest, volunteers)
+from coordinator.cli import site as site_command
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 
 EXIT_STORE = 3
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     selftest.add_parser(sub)
     noise.add_parser(sub)
+    history.add_parser(sub)
+    site_command.add_parser(sub)
+    site_command.add_serve_parser(sub)
     return parser
 
 

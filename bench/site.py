@@ -1,0 +1,74 @@
+"""bench/site: how long does `hwmatrix site` take over 100,000 records, and how big are its pages?
+
+The records are bench/report.py's synthetic ones (stored shape: 10 samples a metric, llama-bench
+rows, sweep-bench rows, 20 hardware classes, about 30 runs), written into a file:// store once.
+The site is then built twice: cold (every run indexed from its records) and again over the
+indexes, which is what a user re-building after a run pays. Target: the build under 60 s.
+
+    python bench/site.py [N_RECORDS] [WORK_DIR]
+
+The last line is ``site_build_s=<indexed build> cold_s=<first build> records=<N>``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from agent.store.backends import open_store  # noqa: E402
+from agent.store.keys import result_key  # noqa: E402
+from coordinator.site.static import write_site  # noqa: E402
+from report import make_records  # noqa: E402
+
+TARGET_S = 60.0
+
+
+def fill(store, records: list[dict]) -> None:
+    for rec in records:
+        store.put(result_key(rec["run_id"], rec["cell_id"], rec["agent_id"]), json.dumps(rec).encode())
+
+
+def main() -> int:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    work = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp(prefix="hwmatrix-site-bench-"))
+    records, _ = make_records(n)
+    seen: Counter = Counter()
+    for rec in records:      # one agent per class (imported ones too) records each cell once per run
+        rec["cell_id"] = f"{rec['cell_id']}-{rec['params']['tool'][6:]}"
+        rec["agent_id"] = f"agent-{rec['hardware_class'][-12:]}"
+        group = (rec["cell_id"], rec["agent_id"])
+        rec["run_id"] = f"run-{seen[group]}"
+        seen[group] += 1
+    store = open_store((work / "store").as_uri())
+    t = time.perf_counter()
+    fill(store, records)
+    print(f"stored {len(records)} records in {len(Counter(r['run_id'] for r in records))} runs "
+          f"in {time.perf_counter() - t:.1f} s")
+    times = []
+    for label in ("cold", "indexed"):
+        out = work / f"site-{label}"
+        shutil.rmtree(out, ignore_errors=True)
+        written = write_site(store, out)
+        times.append(written.seconds)
+        sizes = sorted(written.pages.items(), key=lambda kv: -kv[1])
+        total = sum(written.pages.values())
+        print(f"{label:>8}: {written.seconds:6.1f} s, {len(written.pages)} files, {total / 1e6:.1f} MB, "
+              f"{written.records} records; largest: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes[:3]))
+    print(f"pages: index.html {written.pages['index.html'] / 1e3:.0f} kB, hardware.html "
+          f"{written.pages['hardware.html'] / 1e3:.0f} kB, a run page "
+          f"{next(v for k, v in written.pages.items() if k.startswith('runs/') and k.count('/') == 1) / 1e6:.2f} MB")
+    print(f"target < {TARGET_S:g} s: {'ok' if times[1] < TARGET_S else 'MISSED'}")
+    print(f"site_build_s={times[1]:.1f} cold_s={times[0]:.1f} records={len(records)}")
+    return 0 if times[1] < TARGET_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""`hwmatrix serve`: the site's pages live, from the store as it changes (read-only).
+
+A Starlette app on uvicorn: the same templates and paths as the static site, so a link works
+in both. The store is read with write=False (no index or catalog written back) at most once
+per FRESH_S seconds; logs are served from the store as text/plain with nosniff, and only keys
+under runs/<id>/logs/. Only GET and HEAD are answered."""
+from __future__ import annotations
+
+import threading
+import time
+from importlib import resources
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from agent.store.keys import StoreError
+from coordinator.site import pages
+from coordinator.site.view import SiteView, load
+
+FRESH_S = 2.0
+LOG_CAP = 1 << 20
+TYPES = {"css": "text/css", "js": "text/javascript"}
+# scripts only from the site itself: even a record that got past escaping could not run one
+SAFE = {"X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"}
+
+
+class LiveView:
+    """The store's SiteView, re-read when older than ``fresh_s`` (one reader at a time)."""
+
+    def __init__(self, store, fresh_s: float = FRESH_S):
+        self.store, self.fresh_s = store, fresh_s
+        self._view: SiteView | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> SiteView:
+        with self._lock:
+            if self._view is None or time.monotonic() - self._at > self.fresh_s:
+                self._view, self._at = load(self.store, write=False), time.monotonic()
+            return self._view
+
+
+def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
+    live = LiveView(store, fresh_s)
+    plotly_js: list[str] = []
+
+    def html(text: str) -> HTMLResponse:
+        return HTMLResponse(text, headers=SAFE)
+
+    def index(request):
+        return html(pages.runs_page(live.get()))
+
+    def hardware(request):
+        return html(pages.hardware_page(live.get()))
+
+    def run_view(request) -> tuple[SiteView, str]:
+        view, run_id = live.get(), request.path_params["run"]
+        if run_id not in view.records:
+            raise HTTPException(404, f"no run {run_id!r} in the store")
+        return view, run_id
+
+    def run(request):
+        return html(pages.run_page(*run_view(request)))
+
+    def records(request):
+        view, run_id = run_view(request)
+        return html(pages.records_page(view, run_id, lambda key: f"../../store/{key}.txt"))
+
+    def asset(request):
+        name = request.path_params["name"]
+        if name == "plotly.min.js":
+            if not plotly_js:
+                import plotly.offline
+                plotly_js.append(plotly.offline.get_plotlyjs())
+            return Response(plotly_js[0], media_type="text/javascript", headers=SAFE)
+        if name not in ("site.css", "site.js"):
+            raise HTTPException(404)
+        data = resources.files("coordinator.site").joinpath("assets", name).read_bytes()
+        return Response(data, media_type=TYPES[name.rsplit(".", 1)[1]], headers=SAFE)
+
+    def log(request):
+        key = unquote(request.path_params["key"]).removesuffix(".txt")
+        parts = key.split("/")
+        if len(parts) < 4 or parts[0] != "runs" or parts[2] != "logs" or ".." in parts:
+            raise HTTPException(404)
+        try:
+            data = store.get(key)
+        except (KeyError, StoreError, OSError):
+            raise HTTPException(404) from None
+        if len(data) > LOG_CAP:
+            data = data[:LOG_CAP] + f"\n[hwmatrix: cut at {LOG_CAP} of {len(data)} bytes]\n".encode()
+        return Response(data, media_type="text/plain; charset=utf-8", headers=SAFE)
+
+    get = ["GET", "HEAD"]
+    return Starlette(routes=[
+        Route("/", index, methods=get), Route("/index.html", index, methods=get),
+        Route("/hardware.html", hardware, methods=get),
+        Route("/runs/{run}.html", run, methods=get), Route("/runs/{run}/records.html", records, methods=get),
+        Route("/assets/{name}", asset, methods=get), Route("/store/{key:path}", log, methods=get),
+    ])
+
+
+def serve(store, host: str = "127.0.0.1", port: int = 8765) -> None:
+    import uvicorn
+    uvicorn.run(make_app(store), host=host, port=port, log_level="warning")

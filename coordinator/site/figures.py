@@ -1,0 +1,60 @@
+"""Plotly figures for the pages, as JSON the bundled plotly.js draws (no CDN, no internet).
+
+Built with plotly's Python package so the figure schema is checked; each function takes the
+report model (coordinator.reports.model) or comparison rows and returns ``fig.to_json()``."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from coordinator.reports.model import METRIC_TITLES, Report
+
+LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=40, b=80), height=420)
+
+
+def bars(report: Report, metric: str) -> str:
+    """Mean ± sd per cell, one bar group per hardware class."""
+    keys, values = report.pivot_cells(metric)
+    labels = [report.label(report.cells[k]) for k in keys]
+    fig = go.Figure(layout=dict(LAYOUT, title=METRIC_TITLES.get(metric, metric), barmode="group",
+                                yaxis_title="tokens/s"))
+    for hw_class, row in values.items():
+        fig.add_bar(name=report.classes[hw_class], x=labels, y=[p.mean if p else None for p in row],
+                    error_y=dict(type="data", array=[p.sd if p else None for p in row], visible=True))
+    return fig.to_json()
+
+
+def sweeps(report: Report) -> list[tuple[str, str]]:
+    """(title, figure) per sweep-bench cell: t/s against N_KV, a line per (ref, class)."""
+    out = []
+    for entry in report.sweeps.values():
+        title = report.label(entry["params"], skip=("ref",))
+        fig = go.Figure(layout=dict(LAYOUT, title=f"sweep-bench {title}", xaxis_title="N_KV",
+                                    yaxis_title="tokens/s"))
+        for (ref, hw_class), series in sorted(entry["series"].items()):
+            n_kv = sorted(series)
+            for i, name in ((0, "pp"), (1, "tg")):
+                fig.add_scatter(x=n_kv, y=[series[k][i].mean for k in n_kv], mode="lines+markers",
+                                name=f"{name} {ref} · {report.class_display(hw_class)}")
+        out.append((title, fig.to_json()))
+    return out
+
+
+def forest(rows: list[dict], class_name) -> str | None:
+    """Each comparison's ratio with its CI, a line at 1 (no change); None without ratios."""
+    rows = [r for r in rows if r.get("ratio") is not None]
+    if not rows:
+        return None
+    labels = [f"{class_name(r.get('hardware_class'))} · {r.get('cell')} · {r.get('metric')} · "
+              f"{r.get('baseline')} → {r.get('candidate')}" for r in rows]
+    ratio = [r["ratio"] for r in rows]
+    fig = go.Figure(layout=dict(LAYOUT, title="ratios, candidate / baseline, with 95% CI",
+                                height=max(300, 24 * len(rows) + 120), xaxis_title="ratio",
+                                margin=dict(l=420, r=20, t=40, b=40)))
+    fig.add_scatter(x=ratio, y=labels, mode="markers", name="ratio", text=[r.get("verdict") for r in rows],
+                    error_x=dict(type="data", symmetric=False,
+                                 array=[(r["ci_high"] - r["ratio"]) if r.get("ci_high") is not None else 0
+                                        for r in rows],
+                                 arrayminus=[(r["ratio"] - r["ci_low"]) if r.get("ci_low") is not None else 0
+                                             for r in rows]))
+    fig.add_vline(x=1.0, line_dash="dash", line_color="#888")
+    return fig.to_json()

@@ -1,0 +1,70 @@
+"""`hwmatrix site`: the whole site written under one folder, index.html at its root.
+
+Every script and style ships inside (plotly.js from plotly's Python package), pages link
+with relative paths, and raw logs are copied beside the pages (each cut at LOG_CAP bytes,
+saying so), so the folder works offline from file:// or any plain file server."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+from agent.store.keys import StoreError
+from coordinator.site import pages
+from coordinator.site.view import load
+
+LOG_CAP = 1 << 20
+ASSETS = ("site.css", "site.js")
+
+
+@dataclass
+class Written:
+    pages: dict[str, int] = field(default_factory=dict)      # relative path -> bytes
+    seconds: float = 0.0
+    records: int = 0
+    skipped: int = 0
+
+
+def _write(out: Path, rel: str, data: str | bytes, written: Written) -> None:
+    path = out / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    path.write_bytes(raw)
+    written.pages[rel] = len(raw)
+
+
+def _copy_log(store, key: str, out: Path, written: Written) -> str | None:
+    """The log's path in the site, relative to the records page; None when it is unreadable."""
+    try:
+        data = store.get(key)
+    except (KeyError, StoreError, OSError):
+        return None
+    if len(data) > LOG_CAP:
+        data = data[:LOG_CAP] + f"\n[hwmatrix: cut at {LOG_CAP} of {len(data)} bytes]\n".encode()
+    rel = "store/" + "/".join(quote(part, safe="") for part in key.split("/"))
+    _write(out, rel + ".txt", data, written)
+    return "../../" + rel + ".txt"
+
+
+def write_site(store, out_dir: str | Path) -> Written:
+    import plotly.offline
+
+    started = time.perf_counter()
+    out, written = Path(out_dir), Written()
+    view = load(store)
+    for name in ASSETS:
+        _write(out, f"assets/{name}", resources.files("coordinator.site").joinpath("assets", name).read_bytes(),
+               written)
+    _write(out, "assets/plotly.min.js", plotly.offline.get_plotlyjs(), written)
+    _write(out, "index.html", pages.runs_page(view), written)
+    _write(out, "hardware.html", pages.hardware_page(view), written)
+    for run_id in view.records:
+        safe = quote(run_id, safe="")
+        _write(out, f"runs/{safe}.html", pages.run_page(view, run_id), written)
+        _write(out, f"runs/{safe}/records.html",
+               pages.records_page(view, run_id, lambda key: _copy_log(store, key, out, written)), written)
+    written.records, written.skipped = len(view.all_records()), len(view.skipped)
+    written.seconds = time.perf_counter() - started
+    return written

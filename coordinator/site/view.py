@@ -1,0 +1,54 @@
+"""The store as the site sees it: every run's summary, checked records and manifest, and
+every object that was skipped as unusable (listed on the pages, never fatal)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from agent.store.keys import StoreError, manifest_key
+from coordinator.results.index import Skipped, catalog, read_run
+
+
+@dataclass
+class SiteView:
+    store_url: str
+    runs: dict[str, dict] = field(default_factory=dict)           # run_id -> catalog summary
+    records: dict[str, list[dict]] = field(default_factory=dict)  # run_id -> checked records
+    manifests: dict[str, dict] = field(default_factory=dict)      # run_id -> manifest (when readable)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def all_records(self) -> list[dict]:
+        return [r for recs in self.records.values() for r in recs]
+
+
+def _manifest(store, run_id: str, skipped: list[Skipped]) -> dict | None:
+    key = manifest_key(run_id)
+    try:
+        data = store.get(key)
+    except KeyError:
+        return None
+    try:
+        manifest = json.loads(data)
+    except (ValueError, RecursionError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("cells", []), list):
+        skipped.append(Skipped(key, "not a run manifest (not a JSON object with a cells list)"))
+        return None
+    return manifest
+
+
+def load(store, write: bool = True) -> SiteView:
+    """Every run of the store; ``write=False`` for a reader that must not write indexes."""
+    view = SiteView(store.url)
+    try:
+        view.runs = catalog(store, view.skipped, write=write)
+    except StoreError as exc:
+        view.skipped.append(Skipped("catalog.json", str(exc)))
+    for run_id in sorted(view.runs):
+        found = read_run(store, run_id, write)
+        view.records[run_id] = found.records
+        view.skipped += found.skipped
+        manifest = _manifest(store, run_id, view.skipped)
+        if manifest is not None:
+            view.manifests[run_id] = manifest
+    return view
