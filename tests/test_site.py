@@ -171,3 +171,43 @@ def test_serve_binds_to_127_0_0_1_unless_told_otherwise():
     from coordinator.cli.main import build_parser
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.func.__name__ == "run_serve"
+
+
+def test_the_history_page_shows_a_planted_change_point_and_none_in_a_flat_series(browser, tmp_path):
+    import random
+
+    from coordinator.results.history import SeriesKey
+    from coordinator.site.static import write_site
+    store = open_store((tmp_path / "store").as_uri())
+    rng = random.Random(15)
+    for run in range(20):
+        for hw_class, level in (("zen4", 40.0 if run < 12 else 32.0), ("zen3", 40.0)):   # zen4 drops 20% at 12
+            tg = [level * rng.gauss(1, 0.03) for _ in range(5)]
+            rec = _record(f"n{run:02d}", "c", {"ref": "A", "quant": "Q4_0"}, tg, hw_class=hw_class,
+                          agent=f"{hw_class}-1", timestamps={"finished": f"2026-11-{run + 1:02d}T09:00:00"})
+            store.put(result_key(rec["run_id"], "c", rec["agent_id"]), json.dumps(rec).encode())
+    out = tmp_path / "site"
+    write_site(store, out)
+    pages = {}
+    for hw_class in ("zen4", "zen3"):
+        slug = SeriesKey(hw_class, {"quant": "Q4_0"}, "tg_tps").slug()
+        v = visit(browser, (out / "history" / f"{slug}.html").as_uri())
+        assert_clean(v)
+        assert v.page.evaluate("document.getElementById('history-plot').data[0].y.length") == 20
+        pages[hw_class] = v
+    planted, flat = pages["zen4"].page, pages["zen3"].page
+    assert planted.eval_on_selector_all("#changes tr.change", "rows => rows.map(r => r.dataset.index)") == ["12"]
+    change = planted.inner_text("#changes tr.change")
+    assert "-19." in change or "-20." in change or "-21." in change
+    assert "unknown" in change and "no control" in change
+    assert planted.evaluate("document.getElementById('history-plot').layout.shapes.length") == 1
+    assert flat.query_selector("#no-changes") and not flat.query_selector("#changes")
+    assert not flat.evaluate("(document.getElementById('history-plot').layout.shapes || []).length")
+    screenshot(planted, "site-history-planted")
+    screenshot(flat, "site-history-flat")
+    index = visit(browser, (out / "history.html").as_uri())
+    assert_clean(index)
+    assert index.page.eval_on_selector_all("#series tbody tr", "rows => rows.length") == 2
+    screenshot(index.page, "site-history-index")
+    for v in (*pages.values(), index):
+        v.page.context.close()

@@ -57,6 +57,15 @@ def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
     def hardware(request):
         return html(pages.hardware_page(live.get()))
 
+    def history_index(request):
+        return html(pages.history_index(live.get().histories()))
+
+    def history_page(request):
+        found = [h for key, h in live.get().histories() if key.slug() == request.path_params["slug"]]
+        if not found:
+            raise HTTPException(404, "no such series")
+        return html(pages.history_page(found[0]))
+
     def run_view(request) -> tuple[SiteView, str]:
         view, run_id = live.get(), request.path_params["run"]
         if run_id not in view.records:
@@ -98,7 +107,8 @@ def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
     get = ["GET", "HEAD"]
     return Starlette(routes=[
         Route("/", index, methods=get), Route("/index.html", index, methods=get),
-        Route("/hardware.html", hardware, methods=get),
+        Route("/hardware.html", hardware, methods=get), Route("/history.html", history_index, methods=get),
+        Route("/history/{slug}.html", history_page, methods=get),
         Route("/runs/{run}.html", run, methods=get), Route("/runs/{run}/records.html", records, methods=get),
         Route("/assets/{name}", asset, methods=get), Route("/store/{key:path}", log, methods=get),
     ])

@@ -58,3 +58,35 @@ def forest(rows: list[dict], class_name) -> str | None:
                                              for r in rows]))
     fig.add_vline(x=1.0, line_dash="dash", line_color="#888")
     return fig.to_json()
+
+
+def history(h) -> str:
+    """A series' points with their spread (min..max of process values), a dashed line at each
+    change point, and the value relative to the control on a second axis when there is one."""
+    from plotly.subplots import make_subplots
+
+    pts = h.points
+    x = [f"{p.index}: {p.ref}@{p.commit or '-'}" if h.x == "commit" else f"{p.index}: {p.finished or p.run_id}"
+         for p in pts]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.update_layout(LAYOUT, title=h.key.label(), height=460)
+    for imported in (False, True):
+        sel = [p for p in pts if p.imported == imported]
+        if sel:
+            fig.add_scatter(x=[x[p.index] for p in sel], y=[p.value for p in sel], mode="markers+lines",
+                            name="imported (never tested)" if imported else h.key.metric,
+                            error_y=dict(type="data", symmetric=False, array=[p.high - p.value for p in sel],
+                                         arrayminus=[p.value - p.low for p in sel]))
+    if h.control and any(p.relative is not None for p in pts):
+        rel = [p for p in pts if p.relative is not None]
+        fig.add_scatter(x=[x[p.index] for p in rel], y=[p.relative for p in rel], mode="markers+lines",
+                        name=f"relative to {h.control}", line=dict(dash="dot"), secondary_y=True)
+    marks = [p for p in pts if p.hardware_change or p.build_change]
+    if marks:
+        fig.add_scatter(x=[x[p.index] for p in marks], y=[p.value for p in marks], mode="markers",
+                        name="hardware / build changed", marker=dict(symbol="diamond-open", size=14),
+                        text=["; ".join(filter(None, [p.hardware_change, p.build_change])) for p in marks])
+    for c in h.changes:
+        fig.add_vline(x=c.index - 0.5, line_dash="dash", line_color="#c0392b")
+    fig.update_xaxes(type="category")
+    return fig.to_json()

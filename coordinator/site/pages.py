@@ -135,3 +135,15 @@ def hardware_page(view: SiteView) -> str:
             entry.setdefault("noise", []).append(f"{noise.metric}: {figure_line(noise)}")
     return ENV.get_template("hardware.html").render(root="", title="hardware", classes=sorted(
         classes.items(), key=lambda kv: (kv[1]["origin"] == "imported", kv[1]["name"])))
+
+
+def history_index(series: list[tuple]) -> str:
+    """``series``: (SeriesKey, History) per series, in series_keys order."""
+    rows = [{"href": f"history/{key.slug()}.html", "label": key.label(), "points": len(h.points),
+             "changes": len(h.changes), "causes": sorted({c.cause for c in h.changes})} for key, h in series]
+    return ENV.get_template("history_index.html").render(root="", title="history", series=rows)
+
+
+def history_page(h) -> str:
+    return ENV.get_template("history.html").render(root="../", title=f"history {h.key.label()}", h=h,
+                                                   figure=figures.history(h))

@@ -60,6 +60,10 @@ def write_site(store, out_dir: str | Path) -> Written:
     _write(out, "assets/plotly.min.js", plotly.offline.get_plotlyjs(), written)
     _write(out, "index.html", pages.runs_page(view), written)
     _write(out, "hardware.html", pages.hardware_page(view), written)
+    series = view.histories()
+    _write(out, "history.html", pages.history_index(series), written)
+    for key, h in series:
+        _write(out, f"history/{key.slug()}.html", pages.history_page(h), written)
     for run_id in view.records:
         safe = quote(run_id, safe="")
         _write(out, f"runs/{safe}.html", pages.run_page(view, run_id), written)

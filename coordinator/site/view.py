@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 
 from agent.store.keys import StoreError, manifest_key
+from coordinator.results.history import history, series_keys
 from coordinator.results.index import Skipped, catalog, read_run
 
 
@@ -17,8 +18,28 @@ class SiteView:
     manifests: dict[str, dict] = field(default_factory=dict)      # run_id -> manifest (when readable)
     skipped: list[Skipped] = field(default_factory=list)
 
+    _histories: list | None = None
+
     def all_records(self) -> list[dict]:
         return [r for recs in self.records.values() for r in recs]
+
+    def histories(self) -> list[tuple]:
+        """(SeriesKey, History) of every series, each from its own records (one grouping pass,
+        not a scan of the store per series); computed once per view."""
+        if self._histories is None:
+            records = self.all_records()
+            groups: dict[str, list[dict]] = {}
+            keys = series_keys(records)
+            wanted = {(k.hw_class, json.dumps(k.params, sort_keys=True, default=str)) for k in keys}
+            for rec in records:
+                group = (str(rec.get("hardware_class")),
+                         json.dumps({k: v for k, v in (rec.get("params") or {}).items() if k != "ref"},
+                                    sort_keys=True, default=str))
+                if group in wanted:
+                    groups.setdefault(group, []).append(rec)
+            self._histories = [(k, history(groups[(k.hw_class, json.dumps(k.params, sort_keys=True, default=str))], k))
+                               for k in keys]
+        return self._histories
 
 
 def _manifest(store, run_id: str, skipped: list[Skipped]) -> dict | None:
