@@ -4,11 +4,13 @@ Built with plotly's Python package so the figure schema is checked; each functio
 report model (coordinator.reports.model) or comparison rows and returns ``fig.to_json()``."""
 from __future__ import annotations
 
+import json
+
 import plotly.graph_objects as go
 
 from coordinator.reports.model import METRIC_TITLES, Report
 
-LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=40, b=80), height=420)
+LAYOUT = dict(margin=dict(l=60, r=20, t=40, b=80), height=420)
 
 
 def bars(report: Report, metric: str) -> str:
@@ -62,31 +64,36 @@ def forest(rows: list[dict], class_name) -> str | None:
 
 def history(h) -> str:
     """A series' points with their spread (min..max of process values), a dashed line at each
-    change point, and the value relative to the control on a second axis when there is one."""
-    from plotly.subplots import make_subplots
+    change point, and the value relative to the control on a second axis when there is one.
 
+    Written as plotly's JSON directly rather than through graph_objects: a site has a page per
+    series (1,600 over bench/report.py's 100,000 records), and make_subplots plus validation
+    cost tens of milliseconds each, most of the build."""
     pts = h.points
     x = [f"{p.index}: {p.ref}@{p.commit or '-'}" if h.x == "commit" else f"{p.index}: {p.finished or p.run_id}"
          for p in pts]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.update_layout(LAYOUT, title=h.key.label(), height=460)
+    data = []
     for imported in (False, True):
         sel = [p for p in pts if p.imported == imported]
         if sel:
-            fig.add_scatter(x=[x[p.index] for p in sel], y=[p.value for p in sel], mode="markers+lines",
-                            name="imported (never tested)" if imported else h.key.metric,
-                            error_y=dict(type="data", symmetric=False, array=[p.high - p.value for p in sel],
-                                         arrayminus=[p.value - p.low for p in sel]))
-    if h.control and any(p.relative is not None for p in pts):
-        rel = [p for p in pts if p.relative is not None]
-        fig.add_scatter(x=[x[p.index] for p in rel], y=[p.relative for p in rel], mode="markers+lines",
-                        name=f"relative to {h.control}", line=dict(dash="dot"), secondary_y=True)
+            data.append({"type": "scatter", "mode": "markers+lines", "x": [x[p.index] for p in sel],
+                         "y": [p.value for p in sel], "name": "imported (never tested)" if imported else h.key.metric,
+                         "error_y": {"type": "data", "symmetric": False, "array": [p.high - p.value for p in sel],
+                                     "arrayminus": [p.value - p.low for p in sel]}})
+    rel = [p for p in pts if p.relative is not None]
+    if h.control and rel:
+        data.append({"type": "scatter", "mode": "markers+lines", "x": [x[p.index] for p in rel],
+                     "y": [p.relative for p in rel], "name": f"relative to {h.control}", "yaxis": "y2",
+                     "line": {"dash": "dot"}})
     marks = [p for p in pts if p.hardware_change or p.build_change]
     if marks:
-        fig.add_scatter(x=[x[p.index] for p in marks], y=[p.value for p in marks], mode="markers",
-                        name="hardware / build changed", marker=dict(symbol="diamond-open", size=14),
-                        text=["; ".join(filter(None, [p.hardware_change, p.build_change])) for p in marks])
-    for c in h.changes:
-        fig.add_vline(x=c.index - 0.5, line_dash="dash", line_color="#c0392b")
-    fig.update_xaxes(type="category")
-    return fig.to_json()
+        data.append({"type": "scatter", "mode": "markers", "x": [x[p.index] for p in marks],
+                     "y": [p.value for p in marks], "name": "hardware / build changed",
+                     "marker": {"symbol": "diamond-open", "size": 14},
+                     "text": ["; ".join(filter(None, [p.hardware_change, p.build_change])) for p in marks]})
+    shapes = [{"type": "line", "xref": "x", "yref": "paper", "x0": c.index - 0.5, "x1": c.index - 0.5,
+               "y0": 0, "y1": 1, "line": {"dash": "dash", "color": "#c0392b"}} for c in h.changes]
+    layout = {**LAYOUT, "title": {"text": h.key.label()}, "height": 460, "shapes": shapes,
+              "xaxis": {"type": "category"}, "yaxis": {"title": {"text": h.key.metric}},
+              "yaxis2": {"overlaying": "y", "side": "right", "title": {"text": f"/ {h.control}"}, "showgrid": False}}
+    return json.dumps({"data": data, "layout": layout}, allow_nan=False)
