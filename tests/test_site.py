@@ -143,7 +143,9 @@ def test_serve_shows_the_same_pages_live_and_clean_and_sees_a_run_added_after_it
         v.page.context.close()
     assert "r3" not in urllib.request.urlopen(live).read().decode()
     store.put(result_key("r3", "c", "a1"), json.dumps(_record("r3", "c", {"ref": "A"}, [40.0, 41.0, 40.5])).encode())
-    time.sleep(0.6)
+    deadline = time.monotonic() + 10                          # re-read in the background every 0.5 s
+    while "runs/r3.html" not in urllib.request.urlopen(live).read().decode() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert "runs/r3.html" in urllib.request.urlopen(live).read().decode()
     assert not store.exists("runs/r3/index.json") and not store.exists("catalog.json")   # read-only
 

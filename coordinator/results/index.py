@@ -115,7 +115,7 @@ def _names_ref(names, ref: str) -> bool:
     return any(name.startswith(ref) for name in names)
 
 
-def _summary(records: list[dict], run_id: str) -> dict:
+def run_summary(records: list[dict], run_id: str) -> dict:
     dates = sorted(d for r in records for d in [(r.get("timestamps") or {}).get("finished")] if d)
     return {
         "run_id": run_id,
@@ -163,7 +163,7 @@ def read_run(store, run_id: str, write: bool = True) -> RunRecords:
                           separators=(",", ":")).encode()
         if store.put_if(index_key(run_id), data, version):
             found = _run_records(good, skipped)
-            _catalog_put(store, run_id, _summary(found.records, run_id))
+            _catalog_put(store, run_id, run_summary(found.records, run_id))
             return found
     raise StoreError(f"the index of run {run_id} kept changing under us ({CAS_TRIES} tries)")
 
@@ -202,7 +202,7 @@ def catalog(store, skipped: list[Skipped] | None = None, write: bool = True) -> 
             if skipped is not None:
                 skipped.append(Skipped(f"runs/{run_id}/", "not a valid run id"))
             continue
-        known[run_id] = _summary(refresh_index(store, run_id, write), run_id)
+        known[run_id] = run_summary(refresh_index(store, run_id, write), run_id)
     return known
 
 

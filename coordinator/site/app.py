@@ -1,13 +1,12 @@
 """`hwmatrix serve`: the site's pages live, from the store as it changes (read-only).
 
 A Starlette app on uvicorn: the same templates and paths as the static site, so a link works
-in both. The store is read with write=False (no index or catalog written back) at most once
-per FRESH_S seconds; logs are served from the store as text/plain with nosniff, and only keys
-under runs/<id>/logs/. Only GET and HEAD are answered."""
+in both. The store is read with write=False (no index or catalog written back), and re-read
+in the background every FRESH_S seconds; logs are served from the store as text/plain with
+nosniff, and only keys under runs/<id>/logs/. Only GET and HEAD are answered."""
 from __future__ import annotations
 
 import threading
-import time
 from importlib import resources
 from urllib.parse import unquote
 
@@ -18,7 +17,7 @@ from starlette.routing import Route
 
 from agent.store.keys import StoreError
 from coordinator.site import pages
-from coordinator.site.view import SiteView, load
+from coordinator.site.view import SiteView, load, refreshed
 
 FRESH_S = 2.0
 LOG_CAP = 1 << 20
@@ -29,19 +28,36 @@ SAFE = {"X-Content-Type-Options": "nosniff",
 
 
 class LiveView:
-    """The store's SiteView, re-read when older than ``fresh_s`` (one reader at a time)."""
+    """The store's SiteView. The first request reads it all; after that a background thread
+    re-reads, every ``fresh_s`` seconds, only the runs whose listing changed, and swaps the
+    view in: a request never waits for the store."""
 
     def __init__(self, store, fresh_s: float = FRESH_S):
         self.store, self.fresh_s = store, fresh_s
         self._view: SiteView | None = None
-        self._at = 0.0
+        self._listings: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     def get(self) -> SiteView:
         with self._lock:
-            if self._view is None or time.monotonic() - self._at > self.fresh_s:
-                self._view, self._at = load(self.store, write=False), time.monotonic()
+            if self._view is None:
+                self._view = load(self.store, write=False)
+                refreshed(self.store, self._view, self._listings)     # the listings it was read at
+                threading.Thread(target=self._watch, daemon=True, name="hwmatrix-serve-refresh").start()
             return self._view
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.fresh_s):
+            try:
+                view = refreshed(self.store, self._view, self._listings)
+            except (StoreError, OSError):
+                continue                    # the store is down: keep showing what was read
+            if view is not None:
+                self._view = view
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
@@ -51,20 +67,28 @@ def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
     def html(text: str) -> HTMLResponse:
         return HTMLResponse(text, headers=SAFE)
 
+    def cached(request, render) -> HTMLResponse:
+        """A page rendered once per view of the store (a new view when the store changed)."""
+        view = live.get()
+        path = request.url.path
+        if path not in view.pages:
+            view.pages[path] = render(view)
+        return html(view.pages[path])
+
     def index(request):
-        return html(pages.runs_page(live.get()))
+        return cached(request, pages.runs_page)
 
     def hardware(request):
-        return html(pages.hardware_page(live.get()))
+        return cached(request, pages.hardware_page)
 
     def history_index(request):
-        return html(pages.history_index(live.get().histories()))
+        return cached(request, lambda view: pages.history_index(view.histories()))
 
     def history_page(request):
         found = [h for key, h in live.get().histories() if key.slug() == request.path_params["slug"]]
         if not found:
             raise HTTPException(404, "no such series")
-        return html(pages.history_page(found[0]))
+        return cached(request, lambda view: pages.history_page(found[0]))
 
     def run_view(request) -> tuple[SiteView, str]:
         view, run_id = live.get(), request.path_params["run"]
@@ -73,11 +97,12 @@ def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
         return view, run_id
 
     def run(request):
-        return html(pages.run_page(*run_view(request)))
+        _, run_id = run_view(request)
+        return cached(request, lambda view: pages.run_page(view, run_id))
 
     def records(request):
-        view, run_id = run_view(request)
-        return html(pages.records_page(view, run_id, lambda key: f"../../store/{key}.txt"))
+        _, run_id = run_view(request)
+        return cached(request, lambda view: pages.records_page(view, run_id, lambda key: f"../../store/{key}.txt"))
 
     def asset(request):
         name = request.path_params["name"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from agent.store.keys import StoreError, manifest_key
+from agent.store.keys import StoreError, key_part, manifest_key, results_prefix
 from coordinator.results.history import history, series_keys
-from coordinator.results.index import Skipped, catalog, read_run
+from coordinator.results.index import Skipped, catalog, read_run, run_summary
 
 
 @dataclass
@@ -19,6 +19,7 @@ class SiteView:
     skipped: list[Skipped] = field(default_factory=list)
 
     _histories: list | None = None
+    pages: dict[str, str] = field(default_factory=dict)         # path -> rendered page, for `serve`
 
     def all_records(self) -> list[dict]:
         return [r for recs in self.records.values() for r in recs]
@@ -66,10 +67,38 @@ def load(store, write: bool = True) -> SiteView:
     except StoreError as exc:
         view.skipped.append(Skipped("catalog.json", str(exc)))
     for run_id in sorted(view.runs):
-        found = read_run(store, run_id, write)
-        view.records[run_id] = found.records
-        view.skipped += found.skipped
-        manifest = _manifest(store, run_id, view.skipped)
-        if manifest is not None:
-            view.manifests[run_id] = manifest
+        _load_run(store, view, run_id, write)
+    return view
+
+
+def _load_run(store, view: SiteView, run_id: str, write: bool) -> None:
+    found = read_run(store, run_id, write)
+    view.records[run_id] = found.records
+    view.skipped += found.skipped
+    view.runs[run_id] = run_summary(found.records, run_id)
+    manifest = _manifest(store, run_id, view.skipped)
+    if manifest is not None:
+        view.manifests[run_id] = manifest
+
+
+def refreshed(store, old: SiteView, listings: dict[str, dict]) -> SiteView | None:
+    """A new view where a run's listing changed (records added, replaced, removed) or a run
+    appeared, re-reading only those runs, read-only; None when nothing changed. ``listings``
+    (run_id -> key -> version) is updated in place."""
+    changed = []
+    for run_id in store.run_ids():
+        listing = store.list_versions(results_prefix(run_id))
+        if listings.get(run_id) != listing:
+            listings[run_id] = listing
+            changed.append(run_id)
+    if not changed:
+        return None
+    view = SiteView(old.store_url, dict(old.runs), dict(old.records), dict(old.manifests),
+                    [s for s in old.skipped if not any(s.key.startswith(f"runs/{r}/") for r in changed)])
+    for run_id in changed:
+        try:
+            key_part(run_id)
+        except StoreError:
+            continue
+        _load_run(store, view, run_id, write=False)
     return view
