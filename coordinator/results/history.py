@@ -30,7 +30,7 @@ COST, MIN_SIZE, JUMP = "l2", 2, 1
 PENALTY_C = 10.0            # penalty = PENALTY_C * sigma^2 * ln(n)
 P_THRESHOLD = 0.01          # Welch t-test between adjacent segments
 MIN_CHANGE = 0.02           # |after / before - 1| a change must reach
-PELT_MAX_POINTS = 500       # Pelt's work grows with n^2 on a steady series; Binseg above this
+PELT_MAX_POINTS = 24          # exact Pelt costs ~3 ms at 60 points, Binseg 0.08 ms: a site has a series per cell
 COINCIDE = 1                # a value change and a control change within this many points are one event
 BUILD_FIELDS = ("kind", "build_flags", "cmake")
 NO_CONTROL_NOTE = "no control re-measured: cannot tell code from host"
@@ -199,7 +199,7 @@ def method(runs: dict) -> dict:
     from importlib.metadata import version
 
     return {"library": "ruptures", "version": version("ruptures"),
-            "algorithm": f"Pelt up to {PELT_MAX_POINTS} points, Binseg above (Pelt is quadratic on a steady series)",
+            "algorithm": f"Pelt up to {PELT_MAX_POINTS} points, Binseg above (Pelt is slow in ruptures: 2.7 ms against 0.08 ms at 60 points)",
             "cost": COST, "cost_implementation": "cumulative sums (equal to ruptures' CostL2)", "min_size": MIN_SIZE, "jump": JUMP,
             "penalty": f"{PENALTY_C:g} * sigma^2 * ln(n)", "penalty_c": PENALTY_C,
             "sigma": "1.4826 * MAD(first differences) / sqrt(2)",
@@ -295,6 +295,8 @@ def _shown(value) -> str:
 
 def hardware_change(before: dict, after: dict) -> str | None:
     """'os.kernel 6.1.0 -> 6.8.0; ...' for every hardware field that differs (hostname aside)."""
+    if before.get("hardware") == after.get("hardware"):
+        return None                 # the common case, compared in C before anything is flattened
     old, new = _flatten(before.get("hardware") or {}), _flatten(after.get("hardware") or {})
     diffs = [f"{k} {old.get(k, '(none)')} -> {new.get(k, '(none)')}" for k in sorted(set(old) | set(new))
              if k != "hostname" and old.get(k) != new.get(k)]

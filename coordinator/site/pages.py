@@ -107,7 +107,8 @@ def records_page(view: SiteView, run_id: str, log_href) -> str:
     items = []
     for rec in sorted(view.records.get(run_id, []), key=lambda r: (str(r.get("cell_id")), str(r.get("agent_id")))):
         metrics = [{"name": name, "test": m.get("test"), "mean": m.get("mean"), "sd": m.get("sd"),
-                    "samples": m.get("samples") or [], "process_sizes": m.get("process_sizes")}
+                    "samples": ", ".join(f"{x:.2f}" for x in m.get("samples") or []),
+                    "process_sizes": m.get("process_sizes")}
                    for name, m in (rec.get("metrics") or {}).items()]
         logs = [{"name": name, "href": log_href(key)} for name, key in sorted((rec.get("logs") or {}).items())
                 if isinstance(key, str)]
