@@ -32,8 +32,8 @@ class LiveView:
     re-reads, every ``fresh_s`` seconds, only the runs whose listing changed, and swaps the
     view in: a request never waits for the store."""
 
-    def __init__(self, store, fresh_s: float = FRESH_S):
-        self.store, self.fresh_s = store, fresh_s
+    def __init__(self, store, fresh_s: float = FRESH_S, warm=lambda view: None):
+        self.store, self.fresh_s, self.warm = store, fresh_s, warm      # warm(view): pre-render before use
         self._view: SiteView | None = None
         self._listings: dict[str, dict] = {}
         self._lock = threading.Lock()
@@ -42,8 +42,10 @@ class LiveView:
     def get(self) -> SiteView:
         with self._lock:
             if self._view is None:
-                self._view = load(self.store, write=False)
-                refreshed(self.store, self._view, self._listings)     # the listings it was read at
+                view = load(self.store, write=False)
+                refreshed(self.store, view, self._listings)     # the listings it was read at
+                self.warm(view)
+                self._view = view
                 threading.Thread(target=self._watch, daemon=True, name="hwmatrix-serve-refresh").start()
             return self._view
 
@@ -54,6 +56,7 @@ class LiveView:
             except (StoreError, OSError):
                 continue                    # the store is down: keep showing what was read
             if view is not None:
+                self.warm(view)
                 self._view = view
 
     def close(self) -> None:
@@ -61,7 +64,15 @@ class LiveView:
 
 
 def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
-    live = LiveView(store, fresh_s)
+    def warm(view: SiteView) -> None:
+        """The pages that read every record (front page, hardware, history index), rendered
+        before a view is served, so their first GET does not pay for it (1 s at 100,000 records)."""
+        for path, render in (("/", pages.runs_page), ("/index.html", pages.runs_page),
+                             ("/hardware.html", pages.hardware_page),
+                             ("/history.html", lambda v: pages.history_index(v.histories()))):
+            view.pages[path] = render(view)
+
+    live = LiveView(store, fresh_s, warm)
     plotly_js: list[str] = []
 
     def html(text: str) -> HTMLResponse:
