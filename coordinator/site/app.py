@@ -17,10 +17,9 @@ from starlette.routing import Route
 
 from agent.store.keys import StoreError
 from coordinator.site import pages
-from coordinator.site.view import SiteView, load, refreshed
+from coordinator.site.view import SiteView, load, log_text, refreshed
 
 FRESH_S = 2.0
-LOG_CAP = 1 << 20
 TYPES = {"css": "text/css", "js": "text/javascript"}
 # scripts only from the site itself: even a record that got past escaping could not run one
 SAFE = {"X-Content-Type-Options": "nosniff",
@@ -132,12 +131,9 @@ def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
         parts = key.split("/")
         if len(parts) < 4 or parts[0] != "runs" or parts[2] != "logs" or ".." in parts:
             raise HTTPException(404)
-        try:
-            data = store.get(key)
-        except (KeyError, StoreError, OSError):
-            raise HTTPException(404) from None
-        if len(data) > LOG_CAP:
-            data = data[:LOG_CAP] + f"\n[hwmatrix: cut at {LOG_CAP} of {len(data)} bytes]\n".encode()
+        data = log_text(store, key)
+        if data is None:
+            raise HTTPException(404)
         return Response(data, media_type="text/plain; charset=utf-8", headers=SAFE)
 
     get = ["GET", "HEAD"]

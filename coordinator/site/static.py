@@ -1,7 +1,7 @@
 """`hwmatrix site`: the whole site written under one folder, index.html at its root.
 
 Every script and style ships inside (plotly.js from plotly's Python package), pages link
-with relative paths, and raw logs are copied beside the pages (each cut at LOG_CAP bytes,
+with relative paths, and raw logs are copied beside the pages (each cut at view.LOG_CAP bytes,
 saying so), so the folder works offline from file:// or any plain file server."""
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from agent.store.keys import StoreError
 from coordinator.site import pages
-from coordinator.site.view import load
+from coordinator.site.view import load, log_text
 
-LOG_CAP = 1 << 20
 ASSETS = ("site.css", "site.js")
 
 
@@ -37,12 +35,9 @@ def _write(out: Path, rel: str, data: str | bytes, written: Written) -> None:
 
 def _copy_log(store, key: str, out: Path, written: Written) -> str | None:
     """The log's path in the site, relative to the records page; None when it is unreadable."""
-    try:
-        data = store.get(key)
-    except (KeyError, StoreError, OSError):
+    data = log_text(store, key)
+    if data is None:
         return None
-    if len(data) > LOG_CAP:
-        data = data[:LOG_CAP] + f"\n[hwmatrix: cut at {LOG_CAP} of {len(data)} bytes]\n".encode()
     rel = "store/" + "/".join(quote(part, safe="") for part in key.split("/"))
     _write(out, rel + ".txt", data, written)
     return "../../" + rel + ".txt"

@@ -43,6 +43,20 @@ class SiteView:
         return self._histories
 
 
+LOG_CAP = 1 << 20       # bytes of a raw log a page shows (static copy or served live)
+
+
+def log_text(store, key: str) -> bytes | None:
+    """A record's raw log as the site shows it: cut at LOG_CAP, saying so; None when unreadable."""
+    try:
+        data = store.get(key)
+    except (KeyError, StoreError, OSError):
+        return None
+    if len(data) > LOG_CAP:
+        data = data[:LOG_CAP] + f"\n[hwmatrix: cut at {LOG_CAP} of {len(data)} bytes]\n".encode()
+    return data
+
+
 def _manifest(store, run_id: str, skipped: list[Skipped]) -> dict | None:
     key = manifest_key(run_id)
     try:
