@@ -2,7 +2,9 @@
 from a plain file server. Records are synthetic but in the stored shape (checked on read)."""
 from __future__ import annotations
 
+import contextlib
 import json
+from urllib.parse import urlencode
 
 import pytest
 
@@ -102,8 +104,8 @@ def test_html_in_params_and_logs_is_shown_as_text_and_never_run(browser, store, 
         v.page.context.close()
 
 
-@pytest.fixture
-def live(store):
+@contextlib.contextmanager
+def serving(store):
     """`hwmatrix serve`'s app on uvicorn, on a free 127.0.0.1 port, in a thread."""
     import socket
     import threading
@@ -122,9 +124,17 @@ def live(store):
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live(store):
+    with serving(store) as base:
+        yield base
 
 
 def test_serve_shows_the_same_pages_live_and_clean_and_sees_a_run_added_after_it_started(browser, store, live):
@@ -213,3 +223,117 @@ def test_the_history_page_shows_a_planted_change_point_and_none_in_a_flat_series
     screenshot(index.page, "site-history-index")
     for v in (*pages.values(), index):
         v.page.context.close()
+
+
+# ------------------------------------------------------------------------------ compare page
+
+@pytest.fixture
+def compare_store(tmp_path):
+    """ref A against B: 20% slower on zen4 and zen3 (one run measured both), on zen2 only from
+    two runs, an imported class with posted means, and 14 thread counts (more than a static site
+    holds every pair of) on zen4. A hostile value sits on its own axis."""
+    store = open_store((tmp_path / "store").as_uri())
+    base = [40.0, 40.4, 39.8, 40.2, 40.1, 39.9]
+
+    def put(rec):
+        store.put(result_key(rec["run_id"], rec["cell_id"], rec["agent_id"]), json.dumps(rec).encode())
+    for hw_class in ("zen4", "zen3"):
+        for ref, factor in (("A", 1.0), ("B", 0.8)):
+            put(_record("r1", f"{ref}-q4", {"ref": ref, "quant": "Q4_0"}, [x * factor for x in base],
+                        hw_class=hw_class, agent=f"{hw_class}-1"))
+    put(_record("r1", "A-q4", {"ref": "A", "quant": "Q4_0"}, base, hw_class="zen2", agent="zen2-1"))
+    put(_record("r2", "B-q4", {"ref": "B", "quant": "Q4_0"}, [x * 0.8 for x in base], hw_class="zen2", agent="zen2-1"))
+    for ref, mean in (("A", 41.0), ("B", 30.0)):
+        put(_record("imp", f"{ref}-q4", {"ref": ref, "quant": "Q4_0"}, [mean], hw_class="posted-3090",
+                    agent="someone", origin="imported"))
+    for t in range(1, 15):
+        put(_record("r3", f"t{t}", {"ref": "A", "quant": "Q8_0", "threads": t}, [x * (1 + t / 10) for x in base]))
+    for note in ("plain", HOSTILE):
+        put(_record("r4", f"n-{len(note)}", {"ref": "A", "quant": "Q6_K", "note": note}, base))
+    return store
+
+
+def _compare_url(base: str, axis: str, baseline: str, candidate: str) -> str:
+    return base + "compare.html?" + urlencode({"axis": axis, "baseline": baseline, "candidate": candidate})
+
+
+HEATMAP = """Array.from(document.querySelectorAll('#plots div.plot')).map(d => ({
+    classes: d.data[0].y, cells: d.data[0].x, z: d.data[0].z, text: d.data[0].text}))"""
+FORM = "['axis', 'baseline', 'candidate'].map(id => document.getElementById(id).value)"
+
+
+def test_compare_grid_takes_the_run_that_measured_both_and_says_when_the_sides_come_from_two_runs(compare_store):
+    from coordinator.site.compare import CROSS_RUN, grid
+    from coordinator.site.view import load
+    ref = next(ix for ix in load(compare_store, write=False).axes() if ix.name == "ref")
+    data = grid(ref, "A", "B")
+    rows = {r["class"]: r for r in data["rows"]}
+    assert set(rows) == {"zen4", "zen3", "zen2", "posted-3090"}
+    assert rows["zen4"]["verdict"] == rows["zen3"]["verdict"] == "slower" and rows["zen4"]["runs"] == ["r1", "r1"]
+    assert rows["zen4"]["ratio"] == pytest.approx(0.8, abs=1e-3)
+    assert rows["zen2"]["runs"] == ["r1", "r2"] and CROSS_RUN in [data["notes"][w] for w in rows["zen2"]["warnings"]]
+    assert rows["zen2"]["test"] != "sequential"
+    assert rows["posted-3090"]["verdict"] == "not compared" and rows["posted-3090"]["imported"]
+    assert rows["posted-3090"]["ratio"] == pytest.approx(30 / 41, abs=1e-3)
+    assert [c["imported"] for c in data["classes"]] == [False, False, False, True]     # imported last
+    assert {r["class"]: r["verdict"] for r in grid(ref, "B", "A")["rows"]}["zen4"] == "faster"
+
+
+def test_a_compare_permalink_round_trips_from_file_and_the_heatmap_is_coloured_by_verdict(browser, compare_store,
+                                                                                            tmp_path):
+    from coordinator.site.static import write_site
+    out = tmp_path / "site"
+    write_site(compare_store, out)
+    v = visit(browser, _compare_url((out / "x").as_uri()[:-1], "ref", "A", "B"), wait_for="#heatmap-tg_tps")
+    assert_clean(v)
+    assert v.page.evaluate(FORM) == ["ref", "A", "B"]
+    assert json.loads(v.page.get_attribute("body", "data-query")) == {"axis": "ref", "baseline": "A", "candidate": "B"}
+    (heat,) = v.page.evaluate(HEATMAP)
+    assert heat["classes"][-1] == "posted-3090 (imported)" and len(heat["classes"]) == 4
+    verdicts = {row[0]: heat["z"][i][0] for i, row in enumerate([[c] for c in heat["classes"]])}
+    order = ["slower", "unknown", "same", "faster", "not compared", "same binary"]
+    assert order[verdicts["posted-3090 (imported)"]] == "not compared"
+    assert sorted(order[z[0]] for z in heat["z"][:3]).count("slower") >= 2
+    assert heat["text"][0][0] == "0.800"
+    state = v.page.inner_text("#state")
+    assert "ref: A \u2192 B: 4 hardware class(es)" in state and "not compared" in state
+    assert "different runs" in v.page.inner_text("#rows")
+    screenshot(v.page, "site-compare")
+
+    v.page.select_option("#baseline", "B")          # the form builds the next permalink
+    v.page.select_option("#candidate", "A")
+    with v.page.expect_navigation():
+        v.page.click("#go")
+    assert "axis=ref&baseline=B&candidate=A" in v.page.url
+    v.page.wait_for_selector("#heatmap-tg_tps")
+    assert v.page.inner_text("#permalink") == v.page.url
+    again = visit(browser, v.page.url, wait_for="#heatmap-tg_tps")   # the pasted link opens the same view
+    assert_clean(again)
+    assert again.page.evaluate(FORM) == ["ref", "B", "A"]
+    assert again.page.evaluate(HEATMAP) == v.page.evaluate(HEATMAP)
+    assert "faster" in again.page.inner_text("#state")
+    for visited in (v, again):
+        visited.context.close()
+
+
+def test_serve_computes_a_compare_pair_the_static_site_left_out_and_shows_hostile_values_as_text(
+        browser, compare_store, tmp_path):
+    from coordinator.site.static import write_site
+    out = tmp_path / "site"
+    write_site(compare_store, out)
+    static = visit(browser, _compare_url((out / "x").as_uri()[:-1], "threads", "3", "9"))
+    static.page.wait_for_function("document.getElementById('state').textContent.includes('not in this static site')")
+    assert_clean(static)
+    static.context.close()
+    with serving(compare_store) as live:
+        v = visit(browser, _compare_url(live, "threads", "3", "9"), wait_for="#heatmap-tg_tps")
+        assert_clean(v)
+        (heat,) = v.page.evaluate(HEATMAP)
+        assert heat["classes"] == ["CPU zen4 (zen4)"] and heat["text"][0][0] == f"{1.9 / 1.3:.3f}"
+        v.context.close()
+        hostile = visit(browser, _compare_url(live, "note", HOSTILE, "plain"), wait_for="#heatmap-tg_tps")
+        assert_clean(hostile)
+        assert HOSTILE in hostile.page.evaluate("Array.from(document.querySelectorAll('#baseline option')).map(o => o.textContent)")
+        assert hostile.page.evaluate("document.querySelectorAll('main img').length") == 0
+        screenshot(hostile.page, "serve-compare-hostile")
+        hostile.context.close()

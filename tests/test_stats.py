@@ -276,6 +276,19 @@ def test_the_default_centre_is_the_20pct_trimmed_mean_tested_by_yuen():
     assert c.p_value == pytest.approx(sps.ttest_ind(base, cand, equal_var=False, trim=0.2).pvalue)
 
 
+def test_yuens_p_computed_directly_equals_scipys_ttest_ind_trim_for_every_size_and_spread():
+    from coordinator.results.stats import _yuen_p
+    rng = np.random.default_rng(12)
+    for n_a, n_b in [(3, 3), (4, 9), (5, 5), (10, 10), (11, 7), (31, 40), (112, 112)]:
+        for scale_b in (0.5, 1.0, 3.0):
+            a = rng.normal(100, 2, n_a)
+            b = rng.normal(99, 2 * scale_b, n_b) * rng.choice([1.0, 0.8], n_b, p=[0.9, 0.1])
+            want = sps.ttest_ind(a, b, equal_var=False, trim=0.2).pvalue
+            assert _yuen_p(a, b) == pytest.approx(want, rel=1e-9, abs=1e-15), (n_a, n_b, scale_b)
+    flat = np.full(10, 5.0)
+    assert _yuen_p(flat, flat) == 1.0 and _yuen_p(flat, flat + 1) == 0.0
+
+
 def test_two_contended_processes_hide_a_5pct_slowdown_from_the_mean_but_not_from_the_trimmed_mean():
     """Contention only takes time away: two processes of ten that shared the CPU drag the
     mean down and widen it; the trimmed mean drops them and still calls the slowdown."""

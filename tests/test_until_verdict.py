@@ -117,6 +117,19 @@ def test_until_verdict_records_are_judged_by_the_sequential_rule():
     assert judge([(base, cand, "tg_tps")])[0].test != "sequential"
 
 
+def test_until_verdict_records_of_two_runs_get_a_fresh_test_not_the_sequential_rule():
+    """Two runs' processes were never interleaved pairs: the rule that stopped each run does
+    not hold for a pair across them (the compare page and report --baseline make such pairs)."""
+    def record(run_id: str, ref: str, values: list[float]) -> dict:
+        metric = Metric.from_samples("tg8", values, process_sizes=[1] * len(values)).model_dump()
+        return {"run_id": run_id, "params": {"ref": ref}, "status": "ok", "engine": {"binary_hash": ref},
+                "metrics": {"tg_tps": metric}, "repetitions": {"min": 4, "max": 30, "until": "verdict"}}
+    values = ([100.0, 101.0, 99.0, 100.0], [80.0, 81.0, 79.0, 80.0])
+    assert judge([(record("r1", "A", values[0]), record("r1", "B", values[1]), "tg_tps")])[0].test == "sequential"
+    across = judge([(record("r1", "A", values[0]), record("r2", "B", values[1]), "tg_tps")])[0]
+    assert across.test != "sequential" and across.verdict == "slower"
+
+
 # ---------------------------------------------------------------- real llama-bench
 
 @pytest.mark.engines

@@ -55,10 +55,12 @@ def units(metric: dict) -> list[float]:
 
 
 def stopped_on_verdicts(base: dict, cand: dict) -> dict | None:
-    """The candidate's repetitions when both sides measured under ``until: verdict`` (their
-    processes ran as interleaved pairs, and stopped when the sequential rule settled), else None."""
+    """The candidate's repetitions when both sides measured under ``until: verdict`` in one run
+    (their processes ran as interleaved pairs, and stopped when the sequential rule settled),
+    else None: records of two runs were never paired, so they get a fresh test."""
     reps = [r.get("repetitions") or {} for r in (base, cand)]
-    return reps[1] if all(r.get("until") == "verdict" for r in reps) else None
+    same_run = base.get("run_id") == cand.get("run_id")
+    return reps[1] if same_run and all(r.get("until") == "verdict" for r in reps) else None
 
 
 def judge(triples: list[tuple[dict, dict, str]], settings: Settings = Settings()) -> list[Comparison]:
@@ -88,12 +90,13 @@ def judge(triples: list[tuple[dict, dict, str]], settings: Settings = Settings()
 
 
 def comparisons(records: list[dict], baseline: dict, candidate: dict,
-                settings: Settings = Settings(), metrics=METRICS) -> list[dict]:
-    """One dict per (pair, metric), with multiple-comparison control across all of them."""
+                settings: Settings = Settings(), metrics=METRICS, pairs=None) -> list[dict]:
+    """One dict per (pair, metric), with multiple-comparison control across all of them.
+    ``pairs``: (baseline, candidate) records chosen by the caller instead of pair_records'."""
     (axis, base_value), = baseline.items()
     (_, cand_value), = candidate.items()
     tested, rows = [], []
-    for base, cand in pair_records(records, baseline, candidate):
+    for base, cand in pair_records(records, baseline, candidate) if pairs is None else pairs:
         for metric in metrics:
             b, c = base.get("metrics", {}).get(metric), cand.get("metrics", {}).get(metric)
             if not b or not c:
@@ -114,9 +117,9 @@ def comparisons(records: list[dict], baseline: dict, candidate: dict,
             tested.append((row, (base, cand, metric)))
             rows.append(row)
     for (row, _), result in zip(tested, judge([t for _, t in tested], settings)):
-        data = result.as_dict()
-        row.update({k: data[k] for k in ("ratio", "ci_low", "ci_high", "p_value", "p_adjusted", "test",
-                                          "verdict", "n_base", "n_cand", "warnings", "more_runs")})
+        row.update({k: getattr(result, k) for k in ("ratio", "ci_low", "ci_high", "p_value", "p_adjusted", "test",
+                                                    "verdict", "n_base", "n_cand", "more_runs")},
+                   warnings=list(result.warnings))
     return rows
 
 

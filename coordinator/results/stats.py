@@ -119,10 +119,28 @@ def _mannwhitney_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
+def _trimmed_parts(a: np.ndarray) -> tuple[float, float, int]:
+    """(trimmed mean, winsorized sum of squares / (h - 1), h): one side of Yuen's test, as
+    scipy.stats.ttest_ind(trim=TRIM) computes it."""
+    a = np.sort(a)
+    n = len(a)
+    g = int(TRIM * n)
+    h = n - 2 * g
+    win = np.clip(a, a[g], a[n - g - 1])
+    return float(a[g:n - g].mean()), float(((win - win.mean()) ** 2).sum() / (h - 1)), h
+
+
 def _yuen_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Yuen trimmed-mean t-test p; constant trimmed sides fall back to Welch's exact answer."""
-    p = float(stats.ttest_ind(a, b, equal_var=False, trim=TRIM).pvalue)
-    return p if math.isfinite(p) else _welch_p(a, b)
+    """Two-sided Yuen trimmed-mean t-test p, computed directly: scipy's ttest_ind(trim=) gives
+    the same p but its wrapper took 1.6 ms a call, most of a compare page's build. Constant
+    trimmed sides fall back to Welch's exact answer."""
+    (ma, va, ha), (mb, vb, hb) = _trimmed_parts(a), _trimmed_parts(b)
+    da, db = va / ha, vb / hb
+    se2 = da + db
+    if not se2 > 0:
+        return _welch_p(a, b)
+    df = se2 ** 2 / (da ** 2 / (ha - 1) + db ** 2 / (hb - 1))
+    return float(2 * special.stdtr(df, -abs(mb - ma) / math.sqrt(se2)))
 
 
 def _centres(samples: np.ndarray, estimator: str) -> np.ndarray:

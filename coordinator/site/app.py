@@ -12,11 +12,11 @@ from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from agent.store.keys import StoreError
-from coordinator.site import pages
+from coordinator.site import compare, pages
 from coordinator.site.view import SiteView, load, log_text, refreshed
 
 FRESH_S = 2.0
@@ -68,22 +68,23 @@ def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
         before a view is served, so their first GET does not pay for it (1 s at 100,000 records)."""
         for path, render in (("/", pages.runs_page), ("/index.html", pages.runs_page),
                              ("/hardware.html", pages.hardware_page),
-                             ("/history.html", lambda v: pages.history_index(v.histories()))):
+                             ("/history.html", lambda v: pages.history_index(v.histories())),
+                             ("/data/compare/axes.js", axes_script)):
             view.pages[path] = render(view)
+
+    def axes_script(view: SiteView) -> str:
+        return compare.script("hwmatrixAxes", compare.axes_listing(view.axes()))
 
     live = LiveView(store, fresh_s, warm)
     plotly_js: list[str] = []
 
-    def html(text: str) -> HTMLResponse:
-        return HTMLResponse(text, headers=SAFE)
-
-    def cached(request, render) -> HTMLResponse:
+    def cached(request, render, media_type: str = "text/html") -> Response:
         """A page rendered once per view of the store (a new view when the store changed)."""
         view = live.get()
         path = request.url.path
         if path not in view.pages:
             view.pages[path] = render(view)
-        return html(view.pages[path])
+        return Response(view.pages[path], media_type=media_type, headers=SAFE)
 
     def index(request):
         return cached(request, pages.runs_page)
@@ -99,6 +100,26 @@ def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
         if not found:
             raise HTTPException(404, "no such series")
         return cached(request, lambda view: pages.history_page(found[0]))
+
+    def compare_page(request):
+        return cached(request, lambda view: pages.compare_page())
+
+    def compare_axes(request):
+        return cached(request, axes_script, TYPES["js"])
+
+    def compare_grid(request):
+        """Any pair, computed on demand (a static site holds only compare.static_pairs)."""
+        p = request.path_params
+
+        def render(view: SiteView) -> str:
+            indexes = view.axes()
+            if not (p["axis"] < len(indexes) and max(p["base"], p["cand"]) < len(indexes[p["axis"]].values)
+                    and p["base"] != p["cand"]):
+                raise HTTPException(404, "no such axis or value")
+            index = indexes[p["axis"]]
+            return compare.script("hwmatrixCompare",
+                                  compare.grid(index, index.values[p["base"]], index.values[p["cand"]]))
+        return cached(request, render, TYPES["js"])
 
     def run_view(request) -> tuple[SiteView, str]:
         view, run_id = live.get(), request.path_params["run"]
@@ -121,7 +142,7 @@ def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
                 import plotly.offline
                 plotly_js.append(plotly.offline.get_plotlyjs())
             return Response(plotly_js[0], media_type="text/javascript", headers=SAFE)
-        if name not in ("site.css", "site.js"):
+        if name not in ("site.css", "site.js", "compare.js"):
             raise HTTPException(404)
         data = resources.files("coordinator.site").joinpath("assets", name).read_bytes()
         return Response(data, media_type=TYPES[name.rsplit(".", 1)[1]], headers=SAFE)
@@ -141,6 +162,8 @@ def make_app(store, fresh_s: float = FRESH_S) -> Starlette:
         Route("/", index, methods=get), Route("/index.html", index, methods=get),
         Route("/hardware.html", hardware, methods=get), Route("/history.html", history_index, methods=get),
         Route("/history/{slug}.html", history_page, methods=get),
+        Route("/compare.html", compare_page, methods=get), Route("/data/compare/axes.js", compare_axes, methods=get),
+        Route("/data/compare/{axis:int}/{base:int}-{cand:int}.js", compare_grid, methods=get),
         Route("/runs/{run}.html", run, methods=get), Route("/runs/{run}/records.html", records, methods=get),
         Route("/assets/{name}", asset, methods=get), Route("/store/{key:path}", log, methods=get),
     ])

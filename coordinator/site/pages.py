@@ -5,7 +5,7 @@ everything taken from records (names, params, log text) is shown as text.
 from __future__ import annotations
 
 from collections import Counter
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -99,7 +99,7 @@ def run_page(view: SiteView, run_id: str) -> str:
     return ENV.get_template("run.html").render(
         root="../", title=f"run {run_id}", run_id=run_id, summary=view.runs.get(run_id, {}), axes=axes,
         metrics=[METRIC_TITLES.get(m, m) for m in report.metrics], classes=classes, plots=plots,
-        manifest=view.manifests.get(run_id), counts=status_counts(records))
+        manifest=view.manifests.get(run_id), counts=status_counts(records), compare=compare_links(pairs))
 
 
 def records_page(view: SiteView, run_id: str, log_href) -> str:
@@ -136,6 +136,20 @@ def hardware_page(view: SiteView) -> str:
             entry.setdefault("noise", []).append(f"{noise.metric}: {figure_line(noise)}")
     return ENV.get_template("hardware.html").render(root="", title="hardware", classes=sorted(
         classes.items(), key=lambda kv: (kv[1]["origin"] == "imported", kv[1]["name"])))
+
+
+def compare_page() -> str:
+    """The compare page's shell: the query is read from its URL and the grid drawn by assets/compare.js."""
+    return ENV.get_template("compare.html").render(root="", title="compare")
+
+
+def compare_links(pairs: list[dict]) -> list[dict]:
+    """A compare-page link per (axis, baseline, candidate) of a run's A/B rows."""
+    seen = {}
+    for row in pairs:
+        query = {"axis": row["axis"], "baseline": display(row["baseline"]), "candidate": display(row["candidate"])}
+        seen.setdefault(tuple(query.values()), query)
+    return [{"href": "compare.html?" + urlencode(q), **q} for q in seen.values()]
 
 
 def history_index(series: list[tuple]) -> str:

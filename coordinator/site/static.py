@@ -11,10 +11,10 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
-from coordinator.site import pages
+from coordinator.site import compare, pages
 from coordinator.site.view import load, log_text
 
-ASSETS = ("site.css", "site.js")
+ASSETS = ("site.css", "site.js", "compare.js")
 
 
 @dataclass
@@ -43,6 +43,18 @@ def _copy_log(store, key: str, out: Path, written: Written) -> str | None:
     return "../../" + rel + ".txt"
 
 
+def _write_compare(view, out: Path, written: Written) -> None:
+    """The compare page and, since a static site cannot compute, a data file per pair of values
+    of each axis (compare.static_pairs; bench/site.py: 70 files, 22 MB over 100,000 records)."""
+    _write(out, "compare.html", pages.compare_page(), written)
+    indexes = view.axes()
+    _write(out, "data/compare/axes.js", compare.script("hwmatrixAxes", compare.axes_listing(indexes, static=True)), written)
+    for i, index in enumerate(indexes):
+        for b, c in compare.static_pairs(index):
+            _write(out, f"data/compare/{i}/{b}-{c}.js",
+                   compare.script("hwmatrixCompare", compare.grid(index, index.values[b], index.values[c])), written)
+
+
 def write_site(store, out_dir: str | Path) -> Written:
     import plotly.offline
 
@@ -59,6 +71,7 @@ def write_site(store, out_dir: str | Path) -> Written:
     _write(out, "history.html", pages.history_index(series), written)
     for key, h in series:
         _write(out, f"history/{key.slug()}.html", pages.history_page(h), written)
+    _write_compare(view, out, written)
     for run_id in view.records:
         safe = quote(run_id, safe="")
         _write(out, f"runs/{safe}.html", pages.run_page(view, run_id), written)

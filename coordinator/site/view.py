@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from agent.store.keys import StoreError, key_part, manifest_key, results_prefix
 from coordinator.results.history import history, series_keys
+from coordinator.site.compare import AxisIndex, axis_indexes
 from coordinator.results.index import Skipped, catalog, read_run, run_summary
 
 
@@ -19,6 +20,7 @@ class SiteView:
     skipped: list[Skipped] = field(default_factory=list)
 
     _histories: list | None = None
+    _axes: list[AxisIndex] | None = None
     pages: dict[str, str] = field(default_factory=dict)         # path -> rendered page, for `serve`
 
     def all_records(self) -> list[dict]:
@@ -41,6 +43,12 @@ class SiteView:
             self._histories = [(k, history(groups[(k.hw_class, json.dumps(k.params, sort_keys=True, default=str))], k))
                                for k in keys]
         return self._histories
+
+    def axes(self) -> list[AxisIndex]:
+        """Every axis the compare page offers, its records grouped once per view."""
+        if self._axes is None:
+            self._axes = axis_indexes(self.all_records())
+        return self._axes
 
 
 LOG_CAP = 1 << 20       # bytes of a raw log a page shows (static copy or served live)
