@@ -7,7 +7,8 @@ indexes, which is what a user re-building after a run pays. Target: the build un
 
     python bench/site.py [N_RECORDS] [WORK_DIR]
 
-Then `hwmatrix serve`'s app answers each kind of page 6 times (target: under 1 s each, first included).
+Then `hwmatrix serve`'s app answers each kind of page 6 times (target: under 1 s each, first included),
+a compare pair among them (computed on demand there; the static site holds a data file per pair).
 The last line is ``site_build_s=<indexed build> cold_s=<first build> live_max_s=<slowest page> records=<N>``.
 """
 from __future__ import annotations
@@ -67,8 +68,11 @@ def main() -> int:
     print(f"pages: index.html {written.pages['index.html'] / 1e3:.0f} kB, hardware.html "
           f"{written.pages['hardware.html'] / 1e3:.0f} kB, a run page "
           f"{next(v for k, v in written.pages.items() if k.startswith('runs/') and k.count('/') == 1) / 1e6:.2f} MB")
-    one_of = [next(k.removesuffix(".html") for k in written.pages if k.startswith(prefix) and k.count("/") == 1)
-              for prefix in ("runs/", "history/")]
+    compare_files = [k for k in written.pages if k.startswith("data/compare/") and k.count("/") == 3]
+    print(f"compare: {len(compare_files)} data files, {sum(written.pages[k] for k in compare_files) / 1e6:.1f} MB, "
+          f"largest {max(written.pages[k] for k in compare_files) / 1e6:.2f} MB")
+    one_of = [next(k for k in written.pages if k.startswith(prefix) and k.count("/") == 1)
+              for prefix in ("runs/", "history/")] + ["compare.html", "data/compare/axes.js", compare_files[0]]
     live = live_times(store, one_of)
     slowest = max(live.values())
     ok = times[1] < TARGET_S and slowest < LIVE_TARGET_S
@@ -102,13 +106,13 @@ def live_times(store, pages: list[str]) -> dict[str, float]:
     print(f"live: first request (reads the whole store) {time.perf_counter() - t:.1f} s")
     urllib.request.urlopen(base + "history.html", timeout=600).read()      # computes every series once
     out = {}
-    for page in ["index", "hardware", "history", *pages]:
+    for page in ["index.html", "hardware.html", "history.html", *pages]:
         took = []
         for _ in range(6):
             t = time.perf_counter()
-            urllib.request.urlopen(f"{base}{page}.html", timeout=60).read()
+            urllib.request.urlopen(f"{base}{page}", timeout=60).read()
             took.append(time.perf_counter() - t)
-        print(f"live: {page}.html first {took[0] * 1e3:.0f} ms, then median {statistics.median(took[1:]) * 1e3:.0f} ms")
+        print(f"live: {page} first {took[0] * 1e3:.0f} ms, then median {statistics.median(took[1:]) * 1e3:.0f} ms")
         out[page] = max(took[0], statistics.median(took[1:]))
     server.should_exit = True
     return out

@@ -190,3 +190,12 @@ def test_hwmatrix_history_lists_several_series_with_their_flags_and_exits_2(tmp_
     assert main(["history", "--store", store.url, "--param", "quant=Q8_0"]) == 0
     assert main(["history", "--store", store.url, "--class", "nope"]) == 2
     assert "no series" in capsys.readouterr().err
+
+
+def test_hwmatrix_history_param_matches_a_stored_bool_written_false_or_off(tmp_path, capsys):
+    rng = random.Random(3)
+    store = _store(tmp_path, [_record(i, f"x-{rtr}", 5, rng, params={"quant": "Q4_0", "rtr": rtr})
+                              for i in range(3) for rtr in (False, True)])      # one cell per rtr
+    for spelling in ("rtr=false", "rtr=False", "rtr=off"):
+        assert main(["history", "--store", store.url, "--param", spelling]) == 0, spelling
+        assert capsys.readouterr().out.startswith("zen4 quant=Q4_0 rtr=")

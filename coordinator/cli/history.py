@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 
 from coordinator.cli.options import open_store, store_options
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+from coordinator.matrix.display import display
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -25,7 +27,7 @@ def add_parser(sub) -> None:
     history.add_argument("--class", dest="hw_class", default=None, help="only this hardware class")
     history.add_argument("--metric", default=None, help="only this metric, e.g. tg_tps")
     history.add_argument("--param", type=_param, action="append", default=[], metavar="K=V",
-                         help="only series with this param (repeatable; compared as text)")
+                         help="only series with this param (repeatable; rtr=false, rtr=False and rtr=off all match)")
     history.add_argument("--x", choices=("date", "commit"), default="date",
                          help="one point per run and ref (date, default) or per ref pooled over runs (commit)")
     history.add_argument("--control", default=None,
@@ -33,10 +35,15 @@ def add_parser(sub) -> None:
     history.set_defaults(func=run)
 
 
+def _spellings(value) -> set[str]:
+    """How a user may write a stored value on the command line: rtr=False, rtr=false, rtr=off."""
+    return {str(value), json.dumps(value, default=str), display(value)}
+
+
 def _matches(key, args) -> bool:
     return ((args.hw_class is None or key.hw_class == args.hw_class)
             and (args.metric is None or key.metric == args.metric)
-            and all(k in key.params and str(key.params[k]) == v for k, v in args.param))
+            and all(k in key.params and v in _spellings(key.params[k]) for k, v in args.param))
 
 
 def _selector(key) -> str:

@@ -63,14 +63,15 @@ def axis_indexes(records: list[dict]) -> list[AxisIndex]:
     for rec in ok:
         for axis, value in rec["params"].items():
             values.setdefault(axis, {}).setdefault(display(value), value)
+    items = [sorted((k, repr(v)) for k, v in rec["params"].items()) for rec in ok]
     out = []
     for axis in sorted(a for a, v in values.items() if len(v) > 1):
         index = AxisIndex(axis, sorted(values[axis], key=lambda d: _order(values[axis][d])), values[axis])
-        for rec in ok:
+        for rec, params_items in zip(ok, items):
             params = rec["params"]
             if axis not in params:
                 continue
-            others = tuple(sorted((k, repr(v)) for k, v in params.items() if k != axis))
+            others = tuple(kv for kv in params_items if kv[0] != axis)
             runs = index.groups.setdefault((rec.get("hardware_class"), others), {}).setdefault(display(params[axis]), {})
             finished, run = _finished(rec), str(rec.get("run_id"))
             if run not in runs or finished >= runs[run][0]:
@@ -125,7 +126,8 @@ def grid(index: AxisIndex, baseline: str, candidate: str) -> dict:
         base, cand = by_cand[key]
         hw = row["hardware_class"] or "unknown"
         imported = "imported" in (base.get("origin"), cand.get("origin"))
-        classes.setdefault(hw, {"id": hw, "name": class_name(cand), "imported": imported})
+        if hw not in classes:
+            classes[hw] = {"id": hw, "name": class_name(cand), "imported": imported}
         cells.setdefault(row["cell"], None)
         same_run = base.get("run_id") == cand.get("run_id")
         warnings = [notes.setdefault(w, len(notes)) for w in (row.get("warnings") or [])
