@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from agent.store.keys import StoreError
 from coordinator.site import compare, pages
-from coordinator.site.view import SiteView, load, log_text, refreshed
+from coordinator.site.view import SiteView, load, log_text, refreshed, settle
 
 FRESH_S = 2.0
 TYPES = {"css": "text/css", "js": "text/javascript"}
@@ -44,6 +44,7 @@ class LiveView:
                 view = load(self.store, write=False)
                 refreshed(self.store, view, self._listings)     # the listings it was read at
                 self.warm(view)
+                settle()
                 self._view = view
                 threading.Thread(target=self._watch, daemon=True, name="hwmatrix-serve-refresh").start()
             return self._view
@@ -56,6 +57,7 @@ class LiveView:
                 continue                    # the store is down: keep showing what was read
             if view is not None:
                 self.warm(view)
+                settle()
                 self._view = view
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
-"""The compare page's data: any baseline against any candidate on one axis (ref, engine, rtr,
-quant, ...), across every hardware class that has both, as a classes x cells grid of verdicts.
+"""The compare page's data: any baseline against any candidate on one axis (any param: ref,
+rtr, quant, threads...; engines differ by ref), across every hardware class that has both, as a
+classes x cells grid of verdicts.
 
 coordinator.results.compare does the statistics; this module picks the records. Per (class,
 cell) it takes the latest run that measured both sides (they ran interleaved there); where no

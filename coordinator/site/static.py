@@ -5,6 +5,7 @@ with relative paths, and raw logs are copied beside the pages (each cut at view.
 saying so), so the folder works offline from file:// or any plain file server."""
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -12,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from coordinator.site import compare, pages
-from coordinator.site.view import load, log_text
+from coordinator.site.view import load, log_text, settle
 
 ASSETS = ("site.css", "site.js", "compare.js")
 
@@ -56,11 +57,22 @@ def _write_compare(view, out: Path, written: Written) -> None:
 
 
 def write_site(store, out_dir: str | Path) -> Written:
-    import plotly.offline
-
     started = time.perf_counter()
     out, written = Path(out_dir), Written()
     view = load(store)
+    settle()
+    try:
+        _write_pages(store, view, out, written)
+    finally:
+        gc.unfreeze()                   # the build's objects are the collector's again
+    written.records, written.skipped = len(view.all_records()), len(view.skipped)
+    written.seconds = time.perf_counter() - started
+    return written
+
+
+def _write_pages(store, view, out: Path, written: Written) -> None:
+    import plotly.offline
+
     for name in ASSETS:
         _write(out, f"assets/{name}", resources.files("coordinator.site").joinpath("assets", name).read_bytes(),
                written)
@@ -77,6 +89,3 @@ def write_site(store, out_dir: str | Path) -> Written:
         _write(out, f"runs/{safe}.html", pages.run_page(view, run_id), written)
         _write(out, f"runs/{safe}/records.html",
                pages.records_page(view, run_id, lambda key: _copy_log(store, key, out, written)), written)
-    written.records, written.skipped = len(view.all_records()), len(view.skipped)
-    written.seconds = time.perf_counter() - started
-    return written
