@@ -82,9 +82,9 @@ def main() -> int:
 
 
 def live_times(store, pages: list[str]) -> dict[str, float]:
-    """`hwmatrix serve`'s app on a free port: the first request loads the store (timed
-    apart); then per page its first GET (renders it) and the median of 5 more (cached until
-    the store changes); a page's figure is the larger of the two."""
+    """`hwmatrix serve`'s app on a free port: startup loads the store (timed apart); then per
+    page its first GET (renders it) and the median of 5 more (cached until the store changes);
+    a page's figure is the larger of the two."""
     import socket
     import statistics
     import threading
@@ -97,14 +97,12 @@ def live_times(store, pages: list[str]) -> dict[str, float]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(make_app(store), host="127.0.0.1", port=port, log_level="warning"))
+    t = time.perf_counter()
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
+    print(f"live: startup (reads the whole store before accepting a connection) {time.perf_counter() - t:.1f} s")
     base = f"http://127.0.0.1:{port}/"
-    t = time.perf_counter()
-    urllib.request.urlopen(base, timeout=600).read()
-    print(f"live: first request (reads the whole store) {time.perf_counter() - t:.1f} s")
-    urllib.request.urlopen(base + "history.html", timeout=600).read()      # computes every series once
     out = {}
     for page in ["index.html", "hardware.html", "history.html", *pages]:
         took = []

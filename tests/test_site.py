@@ -105,8 +105,8 @@ def test_html_in_params_and_logs_is_shown_as_text_and_never_run(browser, store, 
 
 
 @contextlib.contextmanager
-def serving(store):
-    """`hwmatrix serve`'s app on uvicorn, on a free 127.0.0.1 port, in a thread."""
+def serving(store, app=None):
+    """`hwmatrix serve`'s app (or ``app``) on uvicorn, on a free 127.0.0.1 port, in a thread."""
     import socket
     import threading
     import time
@@ -117,7 +117,7 @@ def serving(store):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(make_app(store, fresh_s=0.5), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(app or make_app(store, fresh_s=0.5), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -177,6 +177,17 @@ def test_serve_answers_only_get_and_serves_only_log_keys_as_text(store, live):
     log = urllib.request.urlopen(live + "store/runs/r1/logs/A-q4/zen4-1/stderr.txt.txt")
     assert log.headers["Content-Type"].startswith("text/plain") and log.headers["X-Content-Type-Options"] == "nosniff"
     assert HOSTILE in log.read().decode()
+
+
+def test_serve_reads_the_store_at_startup_so_no_request_waits_for_it(store):
+    import urllib.request
+
+    from coordinator.site.app import make_app
+    app = make_app(store, fresh_s=60)
+    assert app.state.live._view is None
+    with serving(store, app) as base:               # uvicorn runs the lifespan before it listens
+        assert app.state.live._view is not None and "/" in app.state.live._view.pages
+        assert "runs/r1.html" in urllib.request.urlopen(base).read().decode()
 
 
 def test_serve_binds_to_127_0_0_1_unless_told_otherwise():

@@ -129,11 +129,12 @@ def grid(index: AxisIndex, baseline: str, candidate: str) -> dict:
         imported = "imported" in (base.get("origin"), cand.get("origin"))
         if hw not in classes:
             classes[hw] = {"id": hw, "name": class_name(cand), "imported": imported}
-        cells.setdefault(row["cell"], None)
+        cell = " ".join(f"{k}={display(v)}" for k, v in row["params"].items())   # every other param, model too
+        cells.setdefault(cell, None)
         same_run = base.get("run_id") == cand.get("run_id")
         warnings = [notes.setdefault(w, len(notes)) for w in (row.get("warnings") or [])
                     + ([] if same_run else [CROSS_RUN])]
-        out.append({"class": hw, "cell": row["cell"], "metric": row["metric"], "ratio": _num(row["ratio"]),
+        out.append({"class": hw, "cell": cell, "metric": row["metric"], "ratio": _num(row["ratio"]),
                     "ci_low": _num(row["ci_low"]), "ci_high": _num(row["ci_high"]), "verdict": row["verdict"],
                     "p_adjusted": _num(row["p_adjusted"], 3), "test": row["test"], "n_base": row["n_base"],
                     "n_cand": row["n_cand"], "imported": imported,

@@ -106,6 +106,8 @@
     ORDER.forEach(function (v, k) {
       scale.push([k / ORDER.length, COLOURS[v]], [(k + 1) / ORDER.length, COLOURS[v]]);
     });
+    var longest = Math.max.apply(null, data.cells.map(function (c) { return c.length; }));
+    var bottom = Math.min(400, 30 + 4 * longest);        // the cells' labels, slanted 40 degrees
     var el = document.createElement("div");
     el.className = "plot"; el.id = "heatmap-" + metric;
     $("plots").appendChild(el);
@@ -114,7 +116,7 @@
       text: text, texttemplate: "%{text}", customdata: hover, hovertemplate: "%{customdata}<extra></extra>",
       colorscale: scale, zmin: -0.5, zmax: ORDER.length - 0.5, showscale: false, xgap: 1, ygap: 1}],
       {title: {text: metric + ": " + plotText(data.candidate) + " / " + plotText(data.baseline) + " on " + plotText(data.axis)},
-       height: Math.max(300, 30 * cls.length + 200), margin: {l: 40, r: 20, t: 50, b: 40},
+       height: 30 * cls.length + 140 + bottom, margin: {l: 40, r: 20, t: 50, b: bottom},
        xaxis: {type: "category", tickangle: -40, automargin: true},
        yaxis: {type: "category", automargin: true, autorange: "reversed"}},
       {responsive: true, displaylogo: false});
