@@ -132,8 +132,9 @@ def _trimmed_parts(a: np.ndarray) -> tuple[float, float, int]:
 
 def _yuen_p(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided Yuen trimmed-mean t-test p, computed directly: scipy's ttest_ind(trim=) gives
-    the same p but its wrapper took 1.6 ms a call, most of a compare page's build. Constant
-    trimmed sides fall back to Welch's exact answer."""
+    the same p, but its wrapper was most of a comparison's time (0.80 ms a row, 0.13 ms with
+    this), and the compare page makes 70,000 rows. Constant trimmed sides fall back to Welch's
+    exact answer."""
     (ma, va, ha), (mb, vb, hb) = _trimmed_parts(a), _trimmed_parts(b)
     da, db = va / ha, vb / hb
     se2 = da + db
