@@ -24,7 +24,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
+
 from coordinator.results.compare import units
+from coordinator.results.stats import welch_p
 
 COST, MIN_SIZE, JUMP = "l2", 2, 1
 PENALTY_C = 10.0            # penalty = PENALTY_C * sigma^2 * ln(n)
@@ -127,21 +130,14 @@ def algorithm_for(n: int) -> str:
     return "Pelt" if n <= PELT_MAX_POINTS else "Binseg"
 
 
-def _welch(a: list[float], b: list[float]) -> float:
-    from scipy import stats
-
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-        return 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def _tested(values: list[float], bounds: list[int]) -> list[Found]:
     """Each boundary with the t-test and means of the segments on either side of it."""
     edges = [0, *bounds, len(values)]
     out = []
     for i, at in enumerate(bounds, start=1):
         left, right = values[edges[i - 1]:at], values[at:edges[i + 1]]
-        out.append(Found(at, _welch(left, right), statistics.fmean(left), statistics.fmean(right)))
+        out.append(Found(at, welch_p(np.asarray(left), np.asarray(right)), statistics.fmean(left),
+                         statistics.fmean(right)))
     return out
 
 
@@ -152,7 +148,6 @@ def _passes(f: Found) -> bool:
 def _l2_sums():
     """ruptures' L2 cost (a segment's sum of squared deviations from its mean) from cumulative
     sums: O(1) a segment where CostL2 takes a numpy call over it, 10x faster on long series."""
-    import numpy as np
     from ruptures.base import BaseCost
 
     class L2Sums(BaseCost):
@@ -174,7 +169,6 @@ def _l2_sums():
 def find_changes(values: list[float]) -> list[Found]:
     """The significant changes in ``values`` (in order), see the module doc. The weakest
     failing boundary is merged away first, then the rest re-tested on the merged segments."""
-    import numpy as np
     import ruptures as rpt
 
     n = len(values)
@@ -203,7 +197,7 @@ def method(runs: dict) -> dict:
             "cost": COST, "cost_implementation": "cumulative sums (equal to ruptures' CostL2)", "min_size": MIN_SIZE, "jump": JUMP,
             "penalty": f"{PENALTY_C:g} * sigma^2 * ln(n)", "penalty_c": PENALTY_C,
             "sigma": "1.4826 * MAD(first differences) / sqrt(2)",
-            "significance": "Welch t-test between adjacent segments' point values (scipy.stats.ttest_ind)",
+            "significance": "Welch t-test between adjacent segments' point values (coordinator.results.stats.welch_p, equal to scipy.stats.ttest_ind)",
             "p_threshold": P_THRESHOLD, "min_change_pct": 100 * MIN_CHANGE,
             "pruning": "the failing boundary with the largest p is merged away, the rest re-tested",
             "imported": "shown, never used for detection", "coincide_points": COINCIDE, "series": runs}
