@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from coordinator.cli.options import open_store, store_options
+from coordinator.cli.options import selected_records, selection_options, store_options
 from coordinator.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from coordinator.matrix.display import display
 
@@ -22,9 +22,7 @@ def add_parser(sub) -> None:
     history = sub.add_parser("history", help="one series (class, params, metric) over runs or commits, "
                                              "with the changes found in it and their likely cause")
     store_options(history)
-    history.add_argument("--run", default=None, help="only this run id (default: every run in the store)")
-    history.add_argument("--matrix", default=None, help="only records of this matrix name")
-    history.add_argument("--class", dest="hw_class", default=None, help="only this hardware class")
+    selection_options(history)
     history.add_argument("--metric", default=None, help="only this metric, e.g. tg_tps")
     history.add_argument("--param", type=_param, action="append", default=[], metavar="K=V",
                          help="only series with this param (repeatable; rtr=false, rtr=False and rtr=off all match)")
@@ -56,12 +54,9 @@ def _selector(key) -> str:
 def run(args) -> int:
     from coordinator.reports.history_text import render
     from coordinator.results.history import history, series_keys
-    from coordinator.results.records import load_checked, warn_skipped
 
-    store = open_store(args)
-    loaded = load_checked(store, args.run, matrix=args.matrix, hw_class=args.hw_class)
-    warn_skipped(loaded.skipped)
-    keys = [k for k in series_keys(loaded.records) if _matches(k, args)]
+    store, records = selected_records(args)
+    keys = [k for k in series_keys(records) if _matches(k, args)]
     if not keys:
         raise UserError(f"no series with two or more points in {store.url} for that selection")
     if len(keys) > 1:
@@ -69,7 +64,7 @@ def run(args) -> int:
             print(f"{key.label()}: {_selector(key)}")
         print(f"hwmatrix: {len(keys)} series match; pick one with the flags shown", file=sys.stderr)
         return EXIT_BAD_INPUT
-    h = history(loaded.records, keys[0], x=args.x, control=args.control)
+    h = history(records, keys[0], x=args.x, control=args.control)
     if args.control is not None and not any(p.ref == args.control for p in h.points):
         raise UserError(f"--control {args.control}: that ref has no points in {keys[0].label()}")
     print(render(h), end="")

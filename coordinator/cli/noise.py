@@ -1,7 +1,7 @@
 """`hwmatrix noise`: the machine's noise figure from stored records, per hardware class and metric."""
 from __future__ import annotations
 
-from coordinator.cli.options import open_store, store_options
+from coordinator.cli.options import selected_records, selection_options, store_options
 from coordinator.errors import EXIT_OK, UserError
 
 
@@ -9,9 +9,7 @@ def add_parser(sub) -> None:
     noise = sub.add_parser("noise", help="between-process CV per hardware class and metric, and the "
                                          "smallest change it resolves")
     store_options(noise)
-    noise.add_argument("--run", default=None, help="only this run id (default: every run in the store)")
-    noise.add_argument("--matrix", default=None, help="only records of this matrix name")
-    noise.add_argument("--class", dest="hw_class", default=None, help="only this hardware class")
+    selection_options(noise)
     noise.add_argument("-n", type=int, default=10, help="processes per side to quote the figure at (default 10)")
     noise.add_argument("--change", type=float, default=0.05,
                        help="the change to count processes for, as a fraction (default 0.05)")
@@ -23,17 +21,14 @@ def run(args) -> int:
     from tabulate import tabulate
 
     from coordinator.results.noise import noise_figures, noise_headers, noise_table
-    from coordinator.results.records import load_checked, warn_skipped
     from coordinator.results.stats import Settings
 
     if args.n < 2:
         raise UserError("-n must be at least 2 processes per side")
     if not 0 < args.change < 1:
         raise UserError("--change is a fraction between 0 and 1, e.g. 0.05 for 5%")
-    store = open_store(args)
-    loaded = load_checked(store, args.run, matrix=args.matrix, hw_class=args.hw_class)
-    warn_skipped(loaded.skipped)
-    figures = noise_figures(loaded.records)
+    store, records = selected_records(args)
+    figures = noise_figures(records)
     if not figures:
         raise UserError(f"no measured ok records with engine processes in {store.url} for that selection")
     settings = Settings(min_effect=args.min_effect)

@@ -1,5 +1,5 @@
 """Options and steps several `hwmatrix` commands share: where the store is (and opening it),
-a run id that becomes a store key part, an AXIS=VALUE pair, and the cluster's token."""
+which of its records to read, a run id that becomes a store key part, an AXIS=VALUE pair, and the cluster's token."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,23 @@ def store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.add_argument("--endpoint-url", default=None,
                         help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
+
+
+def selection_options(parser: argparse.ArgumentParser) -> None:
+    """--run, --matrix and --class: which stored records a command that reads results looks at."""
+    parser.add_argument("--run", default=None, help="only this run id (default: every run in the store)")
+    parser.add_argument("--matrix", default=None, help="only records of this matrix name")
+    parser.add_argument("--class", dest="hw_class", default=None, help="only this hardware class")
+
+
+def selected_records(args) -> tuple:
+    """(the store, its checked records that selection_options name); skipped objects are warned about."""
+    from coordinator.results.records import load_checked, warn_skipped
+
+    store = open_store(args)
+    loaded = load_checked(store, args.run, matrix=args.matrix, hw_class=args.hw_class)
+    warn_skipped(loaded.skipped)
+    return store, loaded.records
 
 
 def use_endpoint(args) -> None:
