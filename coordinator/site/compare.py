@@ -117,14 +117,13 @@ def grid(index: AxisIndex, baseline: str, candidate: str) -> dict:
     pairs = index.pairs(baseline, candidate)
     rows = comparisons([], {index.name: index.typed[baseline]}, {index.name: index.typed[candidate]},
                        metrics=METRICS, pairs=pairs)
-    by_cand = {}
-    for b, c in pairs:
-        by_cand[(c.get("hardware_class"), json.dumps(c["params"], sort_keys=True, default=str))] = (b, c)
+    def group(hw_class, others: dict) -> tuple:
+        return hw_class, json.dumps(others, sort_keys=True, default=str)
+    by_group = {group(c.get("hardware_class"), {k: v for k, v in c["params"].items() if k != index.name}): (b, c)
+                for b, c in pairs}                   # a pair per (class, other params); a row names its group
     classes, cells, notes, out = {}, {}, {}, []
     for row in rows:
-        key = (row["hardware_class"], json.dumps({**row["params"], index.name: index.typed[candidate]},
-                                                   sort_keys=True, default=str))
-        base, cand = by_cand[key]
+        base, cand = by_group[group(row["hardware_class"], row["params"])]
         hw = row["hardware_class"] or "unknown"
         imported = "imported" in (base.get("origin"), cand.get("origin"))
         if hw not in classes:
