@@ -57,6 +57,15 @@ matrix:
     return str(path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def forget_temp_sources(tmp_path_factory):
+    """At the end of the run, drop the shared cache's builds and mirrors of this run's temp repos."""
+    yield
+    from agent.paths import cache_root
+    from tests.cache_hygiene import forget_sources_under
+    forget_sources_under(cache_root(), tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture
 def isolated_spool(tmp_path, monkeypatch):
     """A private spool (and work dir) while builds stay in the shared cache."""

@@ -22,6 +22,8 @@ STOP_TIMEOUT = 10.0     # seconds between SIGTERM and SIGKILL
 GRPC_OFFSET = 10000     # a built-in plugin worker dials admin.port + 10000, whatever we pass
 SOCKET_PATH_MAX = 100   # unix socket paths must fit in sun_path (108 bytes)
 SERVICES = ("master", "filer", "volume", "s3")
+VOLUME_SIZE_MB = 64     # a test bucket holds kilobytes; volumes are sparse until written
+VOLUME_MAX = 32         # room for a few growth rounds (mini grows several volumes at a time)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -118,6 +120,9 @@ class SeaweedS3:
         for name, port in self.ports.items():
             svc, _, grpc = name.partition(".")
             args.append(f"-{svc}.port{'.grpc' if grpc else ''}={port}")
+        # Fixed capacity: by default mini sizes volumes (up to 1 GiB) and their count from the
+        # free disk, so a disk with under ~2 GiB free gets "Free Volumes: 0" and refuses writes.
+        args += [f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}", f"-volume.max={VOLUME_MAX}"]
         return args + ["-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                        "-master.telemetry=false", f"-filer.localSocket={sock / 'filer.sock'}",
                        f"-s3.localSocket={sock / 's3.sock'}", f"-s3.config={self.config_path}",
@@ -164,8 +169,10 @@ class SeaweedS3:
                 err = repr(e)
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"SeaweedFS S3 at {self.endpoint} not ready ({err}); "
-                           f"log tail ({self.log_path}):\n{self.log_tail()}")
+        disk = shutil.disk_usage(self.data_dir)
+        raise RuntimeError(f"SeaweedFS S3 at {self.endpoint} not ready ({err}); {disk.free / 2**30:.2f} GiB "
+                           f"free of {disk.total / 2**30:.0f} GiB on {self.data_dir} (its volume server turns "
+                           f"read-only under 1%); log tail ({self.log_path}):\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the server log, for failure messages."""

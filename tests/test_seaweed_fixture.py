@@ -74,3 +74,17 @@ def test_stop_then_restart_keeps_data(seaweed):
         s3.head_bucket(Bucket=seaweed.bucket)
     seaweed.start()
     assert s3.get_object(Bucket=seaweed.bucket, Key=k)["Body"].read() == b"kept"
+
+
+def test_the_server_has_a_fixed_capacity_not_one_sized_from_the_free_disk(seaweed):
+    """CI failed with 44 errors when the disk had 2.2 GiB free: `weed mini` sized its volumes
+    from it (1 GiB each) and got 0 free volumes. The fixture now fixes 32 volumes of 64 MB."""
+    import json
+    import urllib.request
+
+    from tests.seaweed import VOLUME_MAX, VOLUME_SIZE_MB
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{seaweed.ports['master']}/dir/status", timeout=10) as r:
+        topology = json.load(r)["Topology"]
+    assert topology["Max"] == VOLUME_MAX == 32
+    assert "Volume Size:      64.00 MiB" in seaweed.log_path.read_text() and VOLUME_SIZE_MB == 64

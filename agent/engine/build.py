@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agent.engine import sandbox
+from agent.engine.cache_prune import build_cache_limit, cache_size, prune_builds
 from agent.paths import cache_dir
 from agent.machine.readers import cmake_version, compiler_version, cpuinfo_fields, proc_cpuinfo
 from agent.engine.sources import ResolvedSource, cache_lock, export_tree
@@ -308,18 +309,34 @@ def sandboxed_ccache_dir(resolved: ResolvedSource, isa: str) -> Path:
 
 
 def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], jobs: int | None = None, timeout_s: float = 7200) -> BuildResult:
-    """Build ``targets`` at ``resolved``; free when the key was built before with those targets."""
+    """Build ``targets`` at ``resolved``; free when the key was built before with those targets.
+    After a new build the least recently used trees go until the cache fits its limit."""
     key = make_key(resolved, cmake_flags)
     confined = sandbox.active()
     # Untrusted (sandboxed) builds never share a tree, binary or ccache entry with trusted ones.
     builds = cache_dir("sandboxed", "builds") if confined else cache_dir("builds")
     root = builds / key.digest()
+    try:
+        limit = build_cache_limit()
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    result = _build_locked(key, resolved, cmake_flags, targets, builds, root, confined, jobs, timeout_s)
+    if limit is not None and not result.cached:
+        prune_builds(builds, limit)
+    return result
+
+
+def _build_locked(key: BuildKey, resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], builds: Path, root: Path,
+                  confined: bool, jobs: int | None, timeout_s: float) -> BuildResult:
+    """The cache lookup and, on a miss, the cmake build, under the entry's lock."""
     state_file = root / "build.json"
     log_path = root / "build.log"
-    with cache_lock(root.with_suffix(".lock")):
+    lock = root.with_suffix(".lock")
+    with cache_lock(lock):
         if state_file.is_file():
             state = json.loads(state_file.read_text())
             if set(targets) <= set(state["targets"]) and all(Path(p).is_file() for p in state["binaries"].values()):
+                os.utime(lock)          # a use: the pruner keeps recently used builds
                 if "code_hash" not in state:        # a build from before code hashes
                     state["code_hash"] = code_hash(root / "build", key.digest(), key.commit)
                     state_file.write_text(json.dumps(state, indent=2))
@@ -408,5 +425,6 @@ def build(resolved: ResolvedSource, cmake_flags: list[str], targets: list[str], 
             seconds += json.loads(state_file.read_text()).get("seconds", 0.0)
         code = code_hash(build_dir, key.digest(), key.commit)
         state_file.write_text(json.dumps({"key": asdict(key), "targets": targets, "binaries": binaries,
-                                          "binary_hash": hashes, "code_hash": code, "seconds": seconds}, indent=2))
+                                          "binary_hash": hashes, "code_hash": code, "seconds": seconds,
+                                          "bytes": cache_size(root)}, indent=2))
         return BuildResult(key, build_dir, binaries, hashes, log_path, seconds, False, targets, code)

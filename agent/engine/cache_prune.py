@@ -1,8 +1,13 @@
-"""Keep the agent's cache under the owner's disk limit: least recently used first, never
-an entry in use (its lock held) or used within the last hour."""
+"""Keep the agent's cache under a disk limit: least recently used first, never an entry in
+use (its lock held) or used within the last hour. Two limits: a volunteer owner's
+``max_disk_gb`` over the whole cache, and ``$HWMATRIX_BUILD_CACHE_GB`` over the build trees of
+every agent (each build keeps its source and object files, ~200 MB for llama.cpp, so a
+bisect or a stream of pull requests would otherwise fill the disk)."""
 from __future__ import annotations
 
 import fcntl
+import json
+import os
 import shutil
 import stat
 import time
@@ -13,6 +18,7 @@ from pathlib import Path
 PRUNED_DIRS = ("builds", "sandboxed/builds", "sandboxed/ccache", "work")
 MODEL_DIRS = ("models", "sandboxed/models")             # each file (recursively) is one entry
 RECENT_S = 3600.0     # entries used this recently may belong to a cell another agent is running
+BUILD_CACHE_GB = 20.0     # default $HWMATRIX_BUILD_CACHE_GB; 0 turns the limit off
 
 
 def _tree_usage(path: Path, seen: set) -> tuple[int, float]:
@@ -41,7 +47,7 @@ def _tree_usage(path: Path, seen: set) -> tuple[int, float]:
 
 
 def cache_size(cache_root: Path) -> int:
-    """Bytes under the cache root (apparent sizes, each inode once)."""
+    """Bytes under a folder (apparent sizes, each inode once, links not followed)."""
     return _tree_usage(Path(cache_root), set())[0]
 
 
@@ -89,24 +95,8 @@ def _remove_unless_locked(entry: Path) -> bool:
         return False
 
 
-def prune(cache_root: Path, max_bytes: int, recent_s: float = RECENT_S) -> list[Path]:
-    """Delete least recently used builds, models and work dirs until the cache fits in
-    ``max_bytes``. Entries whose lock is held, or used in the last ``recent_s`` seconds, are
-    kept. Returns what was deleted."""
-    cache_root = Path(cache_root)
-    seen: set = set()
-    total = cache_size(cache_root)
-    if total <= max_bytes:
-        return []
-    entries = []
-    for entry in _candidates(cache_root):
-        size, last_used = _tree_usage(entry, seen)
-        for lock in _lock_files(entry):
-            try:
-                last_used = max(last_used, lock.stat().st_mtime)
-            except OSError:
-                pass
-        entries.append((last_used, size, entry))
+def _evict(entries: list[tuple[float, int, Path]], total: int, max_bytes: int, recent_s: float) -> list[Path]:
+    """Remove (last_used, size, entry) least recently used first until ``total`` fits."""
     removed = []
     cutoff = time.time() - recent_s
     for last_used, size, entry in sorted(entries, key=lambda e: (e[0], str(e[2]))):
@@ -119,3 +109,69 @@ def prune(cache_root: Path, max_bytes: int, recent_s: float = RECENT_S) -> list[
             removed.append(entry)
     return removed
 
+
+def _lock_time(entry: Path, last_used: float) -> float:
+    """A lock file's mtime counts as a use: build cache hits touch it."""
+    for lock in _lock_files(entry):
+        try:
+            last_used = max(last_used, lock.stat().st_mtime)
+        except OSError:
+            pass
+    return last_used
+
+
+def prune(cache_root: Path, max_bytes: int, recent_s: float = RECENT_S) -> list[Path]:
+    """Delete least recently used builds, models and work dirs until the cache fits in
+    ``max_bytes``. Entries whose lock is held, or used in the last ``recent_s`` seconds, are
+    kept. Returns what was deleted."""
+    cache_root = Path(cache_root)
+    seen: set = set()
+    total = cache_size(cache_root)
+    if total <= max_bytes:
+        return []
+    entries = []
+    for entry in _candidates(cache_root):
+        size, last_used = _tree_usage(entry, seen)
+        entries.append((_lock_time(entry, last_used), size, entry))
+    return _evict(entries, total, max_bytes, recent_s)
+
+
+def build_cache_limit() -> int | None:
+    """Bytes the build trees may hold, from ``$HWMATRIX_BUILD_CACHE_GB`` (GB, default 20);
+    None when it is 0 (no limit). A value that is not a number is a ValueError naming it."""
+    raw = os.environ.get("HWMATRIX_BUILD_CACHE_GB", "").strip()
+    try:
+        gb = float(raw) if raw else BUILD_CACHE_GB
+    except ValueError:
+        raise ValueError(f"$HWMATRIX_BUILD_CACHE_GB={raw!r} is not a number of GB (0 = no limit)") from None
+    if gb < 0 or gb != gb:
+        raise ValueError(f"$HWMATRIX_BUILD_CACHE_GB={raw!r} must be 0 (no limit) or a positive number of GB")
+    return int(gb * 1e9) or None
+
+
+def build_bytes(entry: Path) -> int:
+    """A build tree's size: the ``bytes`` its build.json recorded, else measured."""
+    try:
+        return int(json.loads((entry / "build.json").read_text())["bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _tree_usage(entry, set())[0]
+
+
+def prune_builds(builds: Path, max_bytes: int, recent_s: float = RECENT_S) -> list[Path]:
+    """Delete least recently used build trees under ``builds`` until they fit in
+    ``max_bytes``; a tree's last use is its build.json or lock mtime, so this reads one small
+    file per build instead of walking every tree."""
+    entries = []
+    for entry in Path(builds).iterdir():
+        if entry.suffix == ".lock" or not entry.is_dir():
+            continue
+        try:
+            used = (entry / "build.json").stat().st_mtime
+        except OSError:         # still building (or gone): its directory is brand new
+            try:
+                used = entry.stat().st_mtime
+            except OSError:
+                continue
+        entries.append((_lock_time(entry, used), build_bytes(entry), entry))
+    total = sum(size for _, size, _ in entries)
+    return _evict(entries, total, max_bytes, recent_s) if total > max_bytes else []
