@@ -115,3 +115,14 @@ def test_a_limit_that_is_not_a_number_is_a_build_error_naming_the_variable(tmp_p
     repo = _repo(tmp_path, 1)
     with pytest.raises(BuildError, match=r"\$HWMATRIX_BUILD_CACHE_GB='lots' is not a number of GB"):
         build(resolve({"repo": str(repo)}, "tag", "c0"), [], ["llama-bench"])
+
+
+def test_the_command_line_refuses_a_bad_limit_at_once_with_exit_2():
+    from tests.conftest import hwmatrix
+
+    started = time.monotonic()
+    result = hwmatrix("run", "matrices/demo.yaml", env={"HWMATRIX_BUILD_CACHE_GB": "-3"})
+    assert result.returncode == 2, result.stderr[-500:]
+    assert result.stderr.strip().splitlines() == [
+        "hwmatrix: $HWMATRIX_BUILD_CACHE_GB='-3' must be 0 (no limit) or a positive number of GB"]
+    assert time.monotonic() - started < 20

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agent.engine.cache_prune import build_cache_limit
 from agent.store.keys import StoreError
 from coordinator.cli import (ab, agent, bisect, cluster, compare, history, imports, noise, plan, probe, report, run,
                              selftest, volunteers)
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        try:            # read by every build; a bad value is said now, not as each cell's build error
+            build_cache_limit()
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         return args.func(args)
     except UserError as exc:
         print(f"hwmatrix: {exc}", file=sys.stderr)
