@@ -154,7 +154,7 @@ def build_bytes(entry: Path) -> int:
     try:
         return int(json.loads((entry / "build.json").read_text())["bytes"])
     except (OSError, ValueError, KeyError, TypeError):
-        return _tree_usage(entry, set())[0]
+        return cache_size(entry)
 
 
 def prune_builds(builds: Path, max_bytes: int, recent_s: float = RECENT_S) -> list[Path]:
