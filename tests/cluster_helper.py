@@ -23,6 +23,7 @@ def say(value) -> None:
 def main(root: str, token: str, agents_json: str) -> None:
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token, RAY_USAGE_STATS_ENABLED="0")
     from coordinator.cluster.loopback import LOOPBACK, keep_ray_on_loopback
+    from coordinator.cluster.no_dashboard import without_dashboard
 
     keep_ray_on_loopback()
     import ray
@@ -33,8 +34,9 @@ def main(root: str, token: str, agents_json: str) -> None:
 
     agents = json.loads(agents_json)
     started = time.monotonic()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"hwmatrix_bench": 0},
-                                                            "node_ip_address": LOOPBACK})
+    with without_dashboard():       # as hwmatrix's own heads
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"hwmatrix_bench": 0},
+                                                                "node_ip_address": LOOPBACK})
     nodes, classes = {}, {}
     for host, cpu in agents.items():
         override = os.path.join(root, f"{host}.json")

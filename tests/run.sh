@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 
 # tool -> Debian packages; only the packages of missing tools are installed, after one apt-get update.
 # chromium: the browser tests drive Debian's /usr/bin/chromium through Playwright (never its downloads).
+# strace: test_loopback records every connect() and bind() of a run, not a sample of its sockets.
 need=(); packages=()
 for pair in "git:git" "cmake:cmake" "c++:g++ make" "ccache:ccache" "bwrap:bubblewrap" \
-            "/usr/bin/chromium:chromium" "chromedriver:chromium-driver"; do
+            "/usr/bin/chromium:chromium" "chromedriver:chromium-driver" \
+            "strace:strace"; do
   tool="${pair%%:*}"
   command -v "$tool" >/dev/null 2>&1 || { need+=("$tool"); packages+=(${pair#*:}); }
 done

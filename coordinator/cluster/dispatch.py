@@ -26,6 +26,7 @@ from agent.spec.cellspec import CellSpec
 from agent.cluster.worker import BENCH_RESOURCE, benchmark_group, drain_spool
 from agent.store.backends import no_credentials_env
 from coordinator.cluster.loopback import LOOPBACK
+from coordinator.cluster.no_dashboard import without_dashboard
 from coordinator.cluster.progress import ProgressBoard, RunProgress
 from coordinator.cluster.uploads import Granter, UploadDesk, serve_desk
 
@@ -93,9 +94,10 @@ def start_local_ray(labels: dict[str, str]) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # address="local": always a fresh embedded Ray, never a cluster this machine happens to
     # run (plain ray.init() would join it through /tmp/ray or $RAY_ADDRESS)
-    ray.init(address="local", num_cpus=os.cpu_count() or 1, resources={BENCH_RESOURCE: 1}, labels=labels,
-             include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             configure_logging=True, _node_ip_address=LOOPBACK)
+    with without_dashboard():           # whose start-up asks the cloud metadata endpoints
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, resources={BENCH_RESOURCE: 1}, labels=labels,
+                 include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 configure_logging=True, _node_ip_address=LOOPBACK)
 
 
 def live_bench_nodes() -> list[dict]:

@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def cluster_up(bind: str, port: int, token_file: str | None, bench: bool, block:
     """Start the Ray head, print the join command."""
     token = ensure_token(Path(token_file) if token_file else default_token_path())
     address = check_address(f"{bind}:{port}")
-    argv = [shutil.which("ray") or "ray", "start", "--head", "--node-ip-address", bind, "--port", str(port),
+    # `ray start` with no dashboard process (coordinator.cluster.no_dashboard)
+    argv = [sys.executable, "-m", "coordinator.cluster.no_dashboard", "start", "--head", "--node-ip-address", bind, "--port", str(port),
             "--resources", json.dumps({BENCH_RESOURCE: 1 if bench else 0}), "--include-dashboard", "false",
             "--disable-usage-stats"]
     if bench:
