@@ -2,7 +2,6 @@
 token auth, this machine joined as an agent with its profile as labels, listed by class."""
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import signal
@@ -14,7 +13,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, hwmatrix, wait_for
-from tests.test_loopback import STRACE, traced_addresses
+from tests.test_loopback import ip_of, traced, traced_addresses
 
 
 def _free_port() -> int:
@@ -69,13 +68,11 @@ def test_cluster_up_asks_no_cloud_metadata_endpoint_and_looks_up_no_name(tmp_pat
     """`ray start --head` with the dashboard off still ran Ray's dashboard process, which asked
     169.254.169.254 and looked up metadata.google.internal (and usage-stats.ray.io, to say
     usage stats are off). Every connect() of the head and its processes, traced."""
-    assert STRACE, "strace is missing: tests/run.sh installs it"
     port, trace = _free_port(), tmp_path / "head.trace"
-    proc = subprocess.Popen([STRACE, "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect,bind", "-o", str(trace),
-                             sys.executable, "-m", "coordinator.cli", "cluster", "up", "--bind", "127.0.0.1", "--port",
-                             str(port), "--token-file", str(tmp_path / "token"), "--block"], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    proc = subprocess.Popen(traced([sys.executable, "-m", "coordinator.cli", "cluster", "up", "--bind", "127.0.0.1",
+                                    "--port", str(port), "--token-file", str(tmp_path / "token"), "--block"], trace),
+                            cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     try:
         printed = ""
         while "Ray runtime started" not in printed and (line := proc.stdout.readline()):
@@ -86,7 +83,7 @@ def test_cluster_up_asks_no_cloud_metadata_endpoint_and_looks_up_no_name(tmp_pat
         _stop(proc)
     used = traced_addresses(trace.read_text())
     assert "127.0.0.1" in used, "the trace has none of the head's own connections: nothing was checked"
-    assert not [ip for ip in used if ipaddress.ip_address(ip.removeprefix("::ffff:")).is_link_local], sorted(used)
+    assert not [ip for ip in used if ip_of(ip).is_link_local], sorted(used)
     assert not used & nameservers(), sorted(used)
 
 

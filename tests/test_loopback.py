@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -38,11 +39,23 @@ def inet_addresses(pid: int) -> set[str]:
     return found
 
 
+def ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as the socket layer gives it; an IPv4-mapped IPv6 one as its IPv4 address."""
+    return ipaddress.ip_address(text.removeprefix("::ffff:"))
+
+
 def is_loopback_ip(ip: str) -> bool:
-    return ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback
+    return ip_of(ip).is_loopback
 
 
 STRACE = shutil.which("strace")
+
+
+def traced(argv: list[str], trace: Path) -> list[str]:
+    """``argv`` under strace, which writes every connect() and bind() of it and all its
+    children to ``trace`` (seccomp-bpf: only those calls stop the process)."""
+    assert STRACE, "strace is missing: tests/run.sh installs it"
+    return [STRACE, "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect,bind", "-o", str(trace), *argv]
 SOCKADDR_IP = re.compile(r'inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)"')
 
 
@@ -69,12 +82,11 @@ def test_a_local_run_connects_and_binds_to_loopback_only(tmp_path):
     """Every connect() and bind() of the run and all its processes (Ray's included), traced.
     Ray's dashboard process asked the cloud metadata endpoint (169.254.169.254) at start-up
     and lived 50 ms on it: sampling sockets every 0.2 s caught it in one CI run in many."""
-    assert STRACE, "strace is missing: tests/run.sh installs it"
     matrix = two_ref_matrix(tmp_path, "loopback", reps=3, refs=("A",))
     trace = tmp_path / "connect.trace"
-    run = subprocess.run([STRACE, "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect,bind", "-o", str(trace),
-                          sys.executable, "-m", "coordinator.cli", "run", matrix, "--store",
-                          (tmp_path / "store").as_uri()], cwd=REPO, capture_output=True, text=True, timeout=840,
+    run = subprocess.run(traced([sys.executable, "-m", "coordinator.cli", "run", matrix, "--store",
+                                 (tmp_path / "store").as_uri()], trace),
+                         cwd=REPO, capture_output=True, text=True, timeout=840,
                          env={**{k: v for k, v in os.environ.items() if k != NO_CLUSTER_MODE},   # hwmatrix sets it
                               "HWMATRIX_SPOOL": str(tmp_path / "spool")})
     # 1: measured, but a cell failed (an engine this machine can't run): the addresses still count

@@ -40,7 +40,8 @@ def cluster_up(bind: str, port: int, token_file: str | None, bench: bool, block:
     token = ensure_token(Path(token_file) if token_file else default_token_path())
     address = check_address(f"{bind}:{port}")
     # `ray start` with no dashboard process (coordinator.cluster.no_dashboard)
-    argv = [sys.executable, "-m", "coordinator.cluster.no_dashboard", "start", "--head", "--node-ip-address", bind, "--port", str(port),
+    argv = [sys.executable, "-m", "coordinator.cluster.no_dashboard", "start", "--head", "--node-ip-address", bind,
+            "--port", str(port),
             "--resources", json.dumps({BENCH_RESOURCE: 1 if bench else 0}), "--include-dashboard", "false",
             "--disable-usage-stats"]
     if bench:
